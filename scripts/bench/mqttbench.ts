@@ -1,0 +1,113 @@
+// Building and running the shared C load generator (mqttbench.c).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { spawnWithFdLimit, stopProcess } from './proc.js';
+
+export interface MqttbenchBinary {
+  source: string;
+  binary: string;
+  rebuilt: boolean;
+  gccArgs: string[];
+}
+
+/** `../shared/tools/mqttbench/mqttbench.c` relative to the project root, or $CONVOY_MQTTBENCH_SRC. */
+export function mqttbenchSource(root: string): string {
+  const env = process.env.CONVOY_MQTTBENCH_SRC;
+  return path.resolve(root, env && env.length > 0 ? env : '../shared/tools/mqttbench/mqttbench.c');
+}
+
+/**
+ * The build line from the source's header comment
+ * (`gcc -O2 -Wall -o mqttbench mqttbench.c -lpthread`), with the output and
+ * source paths substituted.
+ */
+function gccArgsFor(source: string, out: string): string[] {
+  const head = readFileSync(source, 'utf8').slice(0, 4000);
+  const m = /^[\s*]*gcc\s+(.+?)\s*$/m.exec(head);
+  const tokens = (m?.[1] ?? '-O2 -Wall -o mqttbench mqttbench.c -lpthread').split(/\s+/);
+  const args: string[] = [];
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i] ?? '';
+    if (t === '-o') {
+      args.push('-o', out);
+      i++;
+    } else if (t.endsWith('.c')) {
+      args.push(source);
+    } else {
+      args.push(t);
+    }
+  }
+  return args;
+}
+
+/** Builds into bench/.build/ unless the binary is newer than the source. */
+export function ensureMqttbench(root: string): MqttbenchBinary {
+  const source = mqttbenchSource(root);
+  if (!existsSync(source)) {
+    throw new Error(`mqttbench source not found at ${source} (set CONVOY_MQTTBENCH_SRC)`);
+  }
+  const dir = path.join(root, 'bench', '.build');
+  mkdirSync(dir, { recursive: true });
+  const ignore = path.join(dir, '.gitignore');
+  if (!existsSync(ignore)) writeFileSync(ignore, '# build output of the benchmark harness\n*\n');
+  const binary = path.join(dir, 'mqttbench');
+  const stamp = `${binary}.source`;
+  const tmp = `${binary}.tmp-${process.pid}`;
+  const gccArgs = gccArgsFor(source, tmp);
+  const upToDate =
+    existsSync(binary) &&
+    existsSync(stamp) &&
+    readFileSync(stamp, 'utf8') === source &&
+    statSync(binary).mtimeMs >= statSync(source).mtimeMs;
+  if (upToDate) return { source, binary, rebuilt: false, gccArgs };
+  process.stderr.write(`building mqttbench: gcc ${gccArgs.join(' ')}\n`);
+  execFileSync('gcc', gccArgs, { stdio: ['ignore', 'inherit', 'inherit'] });
+  renameSync(tmp, binary);
+  writeFileSync(stamp, source);
+  return { source, binary, rebuilt: true, gccArgs };
+}
+
+export type BenchJson = Record<string, unknown>;
+
+export interface BenchRun {
+  exitCode: number | null;
+  signal: string | null;
+  json: BenchJson | null;
+  stderr: string;
+  wallS: number;
+}
+
+/** Runs mqttbench and parses the JSON line it prints on stdout. */
+export async function runMqttbench(binary: string, args: readonly string[], killAfterMs: number): Promise<BenchRun> {
+  const t0 = process.hrtime.bigint();
+  const p = spawnWithFdLimit(binary, args, { stdoutMax: 1 << 20 });
+  const timer = setTimeout(() => void stopProcess(p, 1000), killAfterMs);
+  const { code, signal } = await p.exited;
+  clearTimeout(timer);
+  const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
+  let json: BenchJson | null = null;
+  const lines = p.stdout.toString().split('\n').filter((l) => l.startsWith('{'));
+  const last = lines[lines.length - 1];
+  if (last !== undefined) {
+    try {
+      const v: unknown = JSON.parse(last);
+      if (v !== null && typeof v === 'object' && !Array.isArray(v)) json = v as BenchJson;
+    } catch {
+      // leave json null; the caller reports stderr
+    }
+  }
+  return { exitCode: code, signal, json, stderr: p.stderr.toString(), wallS };
+}
+
+/** A numeric field of the mqttbench JSON, or null when absent / negative sentinel. */
+export function num(json: BenchJson | null, key: string): number | null {
+  const v = json?.[key];
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : null;
+}
+
+export function mqttbenchVersion(binary: string): string {
+  // --help prints its banner ("mqttbench 1.0 - ...") on stderr.
+  const r = spawnSync(binary, ['--help'], { encoding: 'utf8' });
+  return /mqttbench (\S+)/.exec(`${r.stdout ?? ''}${r.stderr ?? ''}`)?.[1] ?? 'unknown';
+}

@@ -1,0 +1,144 @@
+// Child-process plumbing and /proc readers for the benchmark harness.
+//
+// Every child (brokers and mqttbench) is started through
+//   bash -c 'ulimit -n 65536 || ulimit -n <hard limit>; exec "$@"'
+// so the fd limit is raised and, thanks to `exec`, the pid we get back is the
+// pid of the real program: /proc/<pid>/stat and /proc/<pid>/status then
+// describe the broker itself, not a wrapper shell.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+export const FD_LIMIT = 65536;
+
+const live = new Set<ChildProcess>();
+
+/** Keeps the last `max` characters written to a stream, for error messages. */
+export class Tail {
+  private text = '';
+  constructor(private readonly max = 16_384) {}
+  push(chunk: Buffer | string): void {
+    this.text += chunk.toString();
+    if (this.text.length > this.max) this.text = this.text.slice(this.text.length - this.max);
+  }
+  toString(): string {
+    return this.text;
+  }
+}
+
+export interface Spawned {
+  child: ChildProcess;
+  pid: number;
+  stdout: Tail;
+  stderr: Tail;
+  /** Resolves once the process has exited (never rejects). */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts `cmd args...` with a raised fd limit; stdout/stderr are always drained. */
+export function spawnWithFdLimit(
+  cmd: string,
+  args: readonly string[],
+  opts: { cwd?: string; stdoutMax?: number } = {},
+): Spawned {
+  const script = `ulimit -n ${FD_LIMIT} 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"`;
+  const child = spawn('bash', ['-c', script, 'bash', cmd, ...args], {
+    cwd: opts.cwd,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  live.add(child);
+  const stdout = new Tail(opts.stdoutMax ?? 16_384);
+  const stderr = new Tail();
+  // Drain both pipes: a broker blocked on a full stdout pipe would ruin the numbers.
+  child.stdout?.on('data', (b: Buffer) => stdout.push(b));
+  child.stderr?.on('data', (b: Buffer) => stderr.push(b));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('close', (code, signal) => {
+      live.delete(child);
+      resolve({ code, signal });
+    });
+    child.once('error', (err) => {
+      live.delete(child);
+      stderr.push(`\nspawn error: ${err.message}\n`);
+      resolve({ code: null, signal: null });
+    });
+  });
+  if (child.pid === undefined) throw new Error(`could not spawn ${cmd}`);
+  return { child, pid: child.pid, stdout, stderr, exited };
+}
+
+export function isRunning(s: Spawned): boolean {
+  return s.child.exitCode === null && s.child.signalCode === null;
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. */
+export async function stopProcess(s: Spawned, graceMs = 3000): Promise<void> {
+  if (!isRunning(s)) {
+    await s.exited;
+    return;
+  }
+  s.child.kill('SIGTERM');
+  let timer: NodeJS.Timeout | undefined;
+  const killed = new Promise<void>((resolve) => {
+    timer = setTimeout(() => {
+      if (isRunning(s)) s.child.kill('SIGKILL');
+      resolve();
+    }, graceMs);
+  });
+  await Promise.race([s.exited, killed]);
+  clearTimeout(timer);
+  await s.exited;
+}
+
+/** Synchronous last resort for exit/SIGINT paths. */
+export function killAllChildren(): void {
+  for (const c of live) {
+    try {
+      c.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  live.clear();
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+let clkTck: number | undefined;
+
+/** Clock ticks per second for /proc/PID/stat times (`getconf CLK_TCK`, typically 100). */
+export function clockTicks(): number {
+  if (clkTck === undefined) {
+    let v = NaN;
+    try {
+      v = Number.parseInt(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim(), 10);
+    } catch {
+      // fall through to the default
+    }
+    clkTck = Number.isFinite(v) && v > 0 ? v : 100;
+  }
+  return clkTck;
+}
+
+/** utime + stime of a process in clock ticks (fields 14 and 15 of /proc/PID/stat). */
+export function readCpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name (field 2) may contain spaces; fields after it start past the last ')'.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // rest[0] is field 3 (state), so field N is rest[N - 3].
+  const utime = Number(rest[14 - 3]);
+  const stime = Number(rest[15 - 3]);
+  if (!Number.isFinite(utime) || !Number.isFinite(stime)) {
+    throw new Error(`cannot parse /proc/${pid}/stat`);
+  }
+  return utime + stime;
+}
+
+/** A `kB` field (VmRSS, VmHWM ...) of /proc/PID/status. */
+export function readStatusKb(pid: number, key: string): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = new RegExp(`^${key}:\\s+(\\d+)\\s+kB`, 'm').exec(status);
+  if (!m?.[1]) throw new Error(`no ${key} in /proc/${pid}/status`);
+  return Number(m[1]);
+}

@@ -1,0 +1,354 @@
+// Composition root of the broker: sessions, router, retained messages, connections, the one
+// publish path, and the periodic sweep (keepalive, CONNECT deadline, session expiry).
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../diagnostics/log.js';
+import { Metrics } from '../diagnostics/metrics.js';
+import type { ConnectPacket, QoS, Will } from '../mqtt/packets.js';
+import { Reason } from '../mqtt/reason-codes.js';
+import { Connection } from './connection.js';
+import { SESSION_NEVER_EXPIRES } from './handlers/connect.js';
+import { createMessage, type InternalPublish, type Message } from './message.js';
+import { RetainedIndex } from './retained-index.js';
+import { Router } from './router.js';
+import type { Session } from './session.js';
+import { MemorySessionStore, type SessionStore } from './session-store.js';
+import type { Subscription } from './subscriptions.js';
+
+export interface BrokerLimits {
+  maxPacketSize: number;
+  /** Largest packet accepted before CONNECT completes. */
+  maxConnectSize: number;
+  maxConnections: number;
+  maxInflight: number;
+  maxQueuedMessages: number;
+  maxQueuedBytes: number;
+  maxOutboundBytes: number;
+  maxTopicLength: number;
+  maxTopicLevels: number;
+  keepaliveMax: number;
+  keepaliveMin: number;
+  connectTimeoutMs: number;
+  allowZeroLengthClientId: boolean;
+  /** MQTT 5: QoS 2 messages a client may have awaiting PUBREL (announced in CONNACK). */
+  receiveMaximum: number;
+  topicAliasMaximum: number;
+  maximumQoS: QoS;
+  /** Upper bound on a session's expiry interval, seconds. */
+  maxSessionExpiry: number;
+}
+
+export const defaultLimits: BrokerLimits = {
+  maxPacketSize: 1024 * 1024,
+  maxConnectSize: 1024 * 1024,
+  maxConnections: 1024,
+  maxInflight: 32,
+  maxQueuedMessages: 1000,
+  maxQueuedBytes: 16 * 1024 * 1024,
+  maxOutboundBytes: 4 * 1024 * 1024,
+  maxTopicLength: 65535,
+  maxTopicLevels: 128,
+  keepaliveMax: 65535,
+  keepaliveMin: 0,
+  connectTimeoutMs: 10_000,
+  allowZeroLengthClientId: true,
+  receiveMaximum: 1024,
+  topicAliasMaximum: 64,
+  maximumQoS: 2,
+  maxSessionExpiry: SESSION_NEVER_EXPIRES,
+};
+
+export interface BrokerOptions {
+  limits?: Partial<BrokerLimits>;
+  log: Logger;
+  version: string;
+  sessions?: SessionStore;
+}
+
+/** Authentication hook: resolve to accept, throw a ProtocolError with the refusal reason. */
+export type Authenticator = (conn: Connection, packet: ConnectPacket) => Promise<void>;
+
+const SWEEP_MS = 250;
+
+export class Broker {
+  readonly limits: BrokerLimits;
+  readonly log: Logger;
+  readonly version: string;
+  readonly metrics = new Metrics();
+  readonly sessions: SessionStore;
+  readonly router: Router;
+  readonly retained = new RetainedIndex<Message>();
+  readonly connections = new Set<Connection>();
+  /** Connected (CONNACK sent) connections by client id. */
+  readonly clients = new Map<string, Connection>();
+  authenticator: Authenticator | null = null;
+  /** Persistent sessions whose client is away, for expiry. */
+  private readonly offline = new Set<Session>();
+  private readonly dirty: Connection[] = [];
+  private depth = 0;
+  private flushScheduled = false;
+  private readonly sweeper: NodeJS.Timeout;
+  private closing = false;
+
+  constructor(opts: BrokerOptions) {
+    this.limits = { ...defaultLimits, ...opts.limits };
+    this.log = opts.log;
+    this.version = opts.version;
+    this.sessions = opts.sessions ?? new MemorySessionStore(
+      { maxQueuedMessages: this.limits.maxQueuedMessages, maxQueuedBytes: this.limits.maxQueuedBytes }, this.metrics);
+    this.router = new Router((id) => this.sessions.get(id));
+    this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
+    this.sweeper.unref();
+  }
+
+  // --- connections ---------------------------------------------------------------------------
+
+  /** Takes a new transport from a listener. Returns null when refused (connection limit). */
+  accept(transport: Duplex, remoteAddress: string, listenerName: string): Connection | null {
+    if (this.closing || this.connections.size >= this.limits.maxConnections) {
+      this.metrics.connectionsRefused++;
+      this.log.warn({ remote: remoteAddress, limit: this.limits.maxConnections }, 'connection refused: max_connections reached');
+      transport.destroy();
+      return null;
+    }
+    this.metrics.connectionsAccepted++;
+    const conn = new Connection(transport, remoteAddress, listenerName, this);
+    this.connections.add(conn);
+    return conn;
+  }
+
+  async authenticate(conn: Connection, packet: ConnectPacket): Promise<void> {
+    if (this.authenticator) await this.authenticator(conn, packet);
+  }
+
+  /**
+   * Binds a connection to its session: takes over a connection with the same client id
+   * [MQTT-3.1.4-2], discards the old session on clean start [MQTT-3.1.2-6], or resumes it.
+   */
+  attachSession(conn: Connection, p: ConnectPacket): { sessionPresent: boolean; expiryChanged: boolean } {
+    const clientId = conn.clientId;
+    const previous = this.clients.get(clientId);
+    if (previous && previous !== conn) {
+      this.log.info({ client: clientId, remote: previous.remoteAddress, by: conn.remoteAddress }, 'session taken over');
+      previous.close(Reason.SessionTakenOver, 'another connection with the same client id connected');
+    }
+    let expiry = p.protocolVersion === 5 ? (p.properties?.sessionExpiryInterval ?? 0) : p.clean ? 0 : SESSION_NEVER_EXPIRES;
+    let expiryChanged = false;
+    if (expiry > this.limits.maxSessionExpiry) {
+      expiry = this.limits.maxSessionExpiry;
+      expiryChanged = true;
+    }
+    let session = this.sessions.get(clientId);
+    if (session && p.clean) {
+      this.destroySession(session, false);
+      session = undefined;
+    }
+    const sessionPresent = session !== undefined;
+    session ??= this.sessions.create(clientId);
+    this.offline.delete(session);
+    session.expiryInterval = expiry;
+    session.disconnectedAt = 0;
+    session.link = conn;
+    conn.session = session;
+    this.clients.set(clientId, conn);
+    this.router.invalidate();
+    return { sessionPresent, expiryChanged };
+  }
+
+  /** After a connection closed (by either side). Publishes the will unless DISCONNECT came. */
+  connectionClosed(conn: Connection, wasConnected: boolean): void {
+    if (!wasConnected) return;
+    const clientId = conn.clientId;
+    if (this.clients.get(clientId) === conn) this.clients.delete(clientId);
+    // [MQTT-3.1.2-8]: the will is published when the connection closes without DISCONNECT.
+    if (conn.will && !conn.disconnectReceived) this.publishWill(conn.will, clientId);
+    conn.will = undefined;
+    const session = conn.session;
+    if (session && session.link === conn) {
+      session.link = null;
+      if (session.persistent) {
+        session.disconnectedAt = Date.now();
+        this.offline.add(session);
+      } else {
+        this.destroySession(session, true);
+      }
+    }
+    this.log.info({ client: clientId, remote: conn.remoteAddress, graceful: conn.disconnectReceived }, 'client disconnected');
+    this.flushSoon();
+  }
+
+  connectionGone(conn: Connection): void {
+    this.connections.delete(conn);
+  }
+
+  private publishWill(will: Will, clientId: string): void {
+    const msg = createMessage({ topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain, properties: will.properties }, clientId);
+    this.publish(msg);
+  }
+
+  /** Ends a session: its subscriptions leave the trie, its messages are counted as dropped. */
+  destroySession(session: Session, countLoss: boolean): void {
+    for (const filter of session.subscriptions.keys()) this.router.unsubscribe(session.clientId, filter);
+    session.subscriptions.clear();
+    if (countLoss) session.discardMessages();
+    this.offline.delete(session);
+    if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
+    this.router.invalidate();
+  }
+
+  // --- the publish path ----------------------------------------------------------------------
+
+  /** Publishes from inside the process (drivers, $SYS, the bridge): same path as clients. */
+  publishInternal(p: InternalPublish, senderId = ''): void {
+    this.publish(createMessage(p, senderId));
+    this.flushSoon();
+  }
+
+  /** The one publish path: retained store, then one delivery per matching session. */
+  publish(msg: Message): void {
+    if (msg.retain) this.storeRetained(msg);
+    const route = this.router.route(msg.topic);
+    const targets = route.targets;
+    for (let i = 0; i < targets.length; i++) {
+      const t = targets[i]!;
+      // No Local: not back to the publisher's own connection [MQTT-3.8.3-3].
+      if (t.noLocal && t.session.clientId === msg.senderId) continue;
+      // Delivered at the lower of published and granted QoS [MQTT-3.8.4-8]; retain is cleared
+      // for established subscriptions unless Retain As Published [MQTT-3.3.1-9], [MQTT-3.3.1-12].
+      t.session.deliver(msg, msg.qos < t.qos ? msg.qos : t.qos, t.retainAsPublished && msg.retain, t.subIds);
+    }
+    const shared = route.shared;
+    for (let i = 0; i < shared.length; i++) {
+      const group = shared[i]!;
+      const members = group.members;
+      const n = members.length;
+      if (n === 0) continue;
+      // One delivery per group, round robin, preferring members that are connected.
+      let chosen: Subscription | undefined;
+      for (let k = 0; k < n; k++) {
+        const m = members[(group.cursor + k) % n]!;
+        if (this.clients.has(m.clientId)) {
+          chosen = m;
+          group.cursor = (group.cursor + k + 1) % n;
+          break;
+        }
+      }
+      if (!chosen) {
+        chosen = members[group.cursor % n]!;
+        group.cursor = (group.cursor + 1) % n;
+      }
+      const session = this.sessions.get(chosen.clientId);
+      if (!session) continue;
+      session.deliver(msg, msg.qos < chosen.qos ? msg.qos : chosen.qos, chosen.retainAsPublished && msg.retain,
+        chosen.subscriptionId !== undefined ? [chosen.subscriptionId] : undefined);
+    }
+  }
+
+  private storeRetained(msg: Message): void {
+    // An empty payload clears the retained message [MQTT-3.3.1-10], [MQTT-3.3.1-11].
+    if (msg.payloadEnd === msg.payloadStart) {
+      this.retained.delete(msg.topic);
+      return;
+    }
+    // Kept long: copy out of the (possibly large, shared) read buffer.
+    const payload = Buffer.from(msg.payloadBuf.subarray(msg.payloadStart, msg.payloadEnd));
+    this.retained.set(msg.topic, {
+      ...msg, topicBuf: null, topicOffset: 0, payloadBuf: payload, payloadStart: 0, payloadEnd: payload.length,
+    });
+  }
+
+  /** Retained messages matching a new subscription, with the retain flag set [MQTT-3.3.1-8]. */
+  sendRetained(session: Session, sub: Subscription): void {
+    const now = Date.now();
+    const subIds = sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined;
+    this.retained.match(sub.filter, (topic, msg) => {
+      if (msg.expiresAt !== 0 && msg.expiresAt <= now) {
+        this.retained.delete(topic);
+        return;
+      }
+      session.deliver(msg, msg.qos < sub.qos ? msg.qos : sub.qos, true, subIds);
+    });
+  }
+
+  // --- batching writes -----------------------------------------------------------------------
+
+  /** Called around packet handling; the outermost leave flushes every connection written to. */
+  enter(): void {
+    this.depth++;
+  }
+
+  leave(): void {
+    if (--this.depth === 0) this.flush();
+  }
+
+  markDirty(conn: Connection): void {
+    this.dirty.push(conn);
+    if (this.depth === 0) this.flushSoon();
+  }
+
+  /** Flushes at the end of this event-loop turn (for writes made outside packet handling). */
+  flushSoon(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  flush(): void {
+    const list = this.dirty;
+    for (let i = 0; i < list.length; i++) list[i]!.flush();
+    list.length = 0;
+  }
+
+  // --- time ----------------------------------------------------------------------------------
+
+  private sweep(): void {
+    const now = Date.now();
+    this.enter();
+    try {
+      for (const conn of this.connections) {
+        if (conn.state === 'awaiting-connect' || conn.state === 'connecting') {
+          if (now - conn.acceptedAt > this.limits.connectTimeoutMs) {
+            this.log.info({ remote: conn.remoteAddress }, `no CONNECT within ${this.limits.connectTimeoutMs} ms: closing`);
+            conn.shutdown();
+          }
+        } else if (conn.state === 'connected' && conn.keepaliveMs > 0 && now - conn.lastSeen > conn.keepaliveMs * 1.5) {
+          // [MQTT-3.1.2-24]: nothing received for 1.5 × keepalive.
+          this.log.info({ client: conn.clientId, remote: conn.remoteAddress }, 'keepalive timeout: closing');
+          conn.close(Reason.KeepAliveTimeout, 'keep alive timeout');
+        }
+      }
+      for (const s of this.offline) {
+        if (s.expiryInterval !== SESSION_NEVER_EXPIRES && now - s.disconnectedAt >= s.expiryInterval * 1000) {
+          this.log.info({ client: s.clientId }, 'session expired');
+          this.destroySession(s, true);
+        }
+      }
+    } finally {
+      this.leave();
+    }
+  }
+
+  /** Stops: wills are published (the server closed the connections [MQTT-3.1.2-8]), MQTT 5 clients get 0x8B. */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    clearInterval(this.sweeper);
+    const closed: Array<Promise<void>> = [];
+    this.enter();
+    try {
+      for (const conn of this.connections) {
+        closed.push(new Promise((resolve) => {
+          if (conn.transport.destroyed) resolve();
+          else conn.transport.once('close', () => resolve());
+        }));
+        conn.close(Reason.ServerShuttingDown, 'server shutting down');
+      }
+    } finally {
+      this.leave();
+    }
+    await Promise.race([Promise.all(closed), new Promise((r) => setTimeout(r, 3000).unref())]);
+    for (const conn of this.connections) conn.transport.destroy();
+  }
+}

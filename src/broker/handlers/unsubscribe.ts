@@ -1,0 +1,17 @@
+// UNSUBSCRIBE: remove each filter; UNSUBACK is sent even when nothing matched [MQTT-3.10.4-5].
+import { writeSubUnsubAck } from '../../mqtt/codec/encode.js';
+import { PacketType, type UnsubscribePacket } from '../../mqtt/packets.js';
+import { Reason } from '../../mqtt/reason-codes.js';
+import type { Connection } from '../connection.js';
+
+export function handleUnsubscribe(conn: Connection, p: UnsubscribePacket): void {
+  const session = conn.session!;
+  const codes: number[] = [];
+  for (const filter of p.filters) {
+    const existed = session.subscriptions.delete(filter);
+    if (existed) conn.broker.router.unsubscribe(conn.clientId, filter);
+    codes.push(existed ? Reason.Success : Reason.NoSubscriptionExisted);
+  }
+  writeSubUnsubAck(conn.out, PacketType.UNSUBACK, conn.version, p.packetId, codes);
+  conn.touch();
+}

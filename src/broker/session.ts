@@ -1,0 +1,180 @@
+// One client's session: subscriptions, the outgoing in-flight window, the queue of messages
+// waiting for the window or for the client to come back, and received QoS 2 ids awaiting PUBREL.
+// It outlives connections when the session is persistent.
+import type { Metrics } from '../diagnostics/metrics.js';
+import type { QoS, Will } from '../mqtt/packets.js';
+import type { Subscription } from './subscriptions.js';
+import { payloadLength, type Message } from './message.js';
+
+/** Where a session sends packets: implemented by Connection. */
+export interface SessionLink {
+  /** True when QoS 0 may be written now (the outbound buffer is under its limit). */
+  readonly writable: boolean;
+  /** Writes a PUBLISH (QoS and retain flag as delivered). Returns false if it was not sent (too large). */
+  sendPublish(msg: Message, qos: QoS, retain: boolean, dup: boolean, packetId: number, subIds: number[] | undefined): boolean;
+  /** Writes PUBREL for an outgoing QoS 2 message (on resume). */
+  sendPubrel(packetId: number): void;
+  /** Maximum unacknowledged QoS 1/2 messages towards this client. */
+  readonly sendWindow: number;
+}
+
+/** A message on its way to this session's client. */
+export interface Delivery {
+  msg: Message;
+  qos: QoS;
+  retain: boolean;
+  subIds: number[] | undefined;
+}
+
+export interface Inflight extends Delivery {
+  /** 'publish' until PUBACK/PUBREC; 'pubrel' after PUBREC, until PUBCOMP. */
+  state: 'publish' | 'pubrel';
+}
+
+export interface SessionLimits {
+  maxQueuedMessages: number; // 0 = unlimited
+  maxQueuedBytes: number; // 0 = unlimited
+}
+
+export class Session {
+  readonly clientId: string;
+  link: SessionLink | null = null;
+  /** Filter → subscription, in subscribe order. */
+  readonly subscriptions = new Map<string, Subscription>();
+  /** Outgoing QoS 1/2 messages not yet fully acknowledged, in send order. */
+  readonly inflight = new Map<number, Inflight>();
+  /** Messages waiting for the window or for the client; a FIFO with a moving head. */
+  private queue: Delivery[] = [];
+  private queueHead = 0;
+  queuedBytes = 0;
+  /** QoS 2 packet ids received and PUBREC'd, awaiting PUBREL [MQTT-4.3.3-2]. */
+  readonly incomingQos2 = new Set<number>();
+  private nextId = 1;
+  /** Session expiry in seconds after disconnect; 0 ends it with the connection (3.1.1 clean session). */
+  expiryInterval = 0;
+  /** Date.now() of the last disconnect, or 0 while connected. */
+  disconnectedAt = 0;
+  will: Will | undefined;
+
+  constructor(clientId: string, private readonly limits: SessionLimits, private readonly metrics: Metrics) {
+    this.clientId = clientId;
+  }
+
+  get queuedCount(): number {
+    return this.queue.length - this.queueHead;
+  }
+
+  /** Persistent: kept after its connection closes. */
+  get persistent(): boolean {
+    return this.expiryInterval > 0;
+  }
+
+  private allocatePacketId(): number {
+    // Skips ids still in flight; the window is far below 65535, so this ends quickly.
+    for (;;) {
+      const id = this.nextId;
+      this.nextId = id === 65535 ? 1 : id + 1;
+      if (!this.inflight.has(id)) return id;
+    }
+  }
+
+  /** Hands a message to this session: sent now, queued, or dropped and counted. */
+  deliver(msg: Message, qos: QoS, retain: boolean, subIds: number[] | undefined): void {
+    const link = this.link;
+    if (qos === 0) {
+      if (!link) return this.metrics.drop('offline_qos0');
+      if (!link.writable) return this.metrics.drop('slow_subscriber');
+      link.sendPublish(msg, 0, retain, false, 0, subIds);
+      return;
+    }
+    if (link && this.queueHead === this.queue.length && this.inflight.size < link.sendWindow && link.writable) {
+      this.sendNew({ msg, qos, retain, subIds }, link);
+      return;
+    }
+    this.enqueue({ msg, qos, retain, subIds });
+  }
+
+  private enqueue(d: Delivery): void {
+    const size = payloadLength(d.msg) + d.msg.topicLength;
+    const { maxQueuedMessages, maxQueuedBytes } = this.limits;
+    if ((maxQueuedMessages > 0 && this.queuedCount >= maxQueuedMessages) ||
+        (maxQueuedBytes > 0 && this.queuedBytes + size > maxQueuedBytes)) {
+      this.metrics.drop('queue_full');
+      return;
+    }
+    this.queue.push(d);
+    this.queuedBytes += size;
+  }
+
+  private sendNew(d: Delivery, link: SessionLink): void {
+    const id = this.allocatePacketId();
+    if (link.sendPublish(d.msg, d.qos, d.retain, false, id, d.subIds)) {
+      this.inflight.set(id, { msg: d.msg, qos: d.qos, retain: d.retain, subIds: d.subIds, state: 'publish' });
+    }
+  }
+
+  /** Moves queued messages into the window while the link has room. */
+  pump(): void {
+    const link = this.link;
+    if (!link) return;
+    const now = Date.now();
+    while (this.queueHead < this.queue.length && this.inflight.size < link.sendWindow && link.writable) {
+      const d = this.queue[this.queueHead]!;
+      this.queue[this.queueHead++] = undefined as unknown as Delivery; // let it be collected
+      this.queuedBytes -= payloadLength(d.msg) + d.msg.topicLength;
+      if (d.msg.expiresAt !== 0 && d.msg.expiresAt <= now) {
+        this.metrics.drop('expired');
+        continue;
+      }
+      this.sendNew(d, link);
+    }
+    if (this.queueHead === this.queue.length) {
+      this.queue = [];
+      this.queueHead = 0;
+    } else if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.queueHead);
+      this.queueHead = 0;
+    }
+  }
+
+  /** PUBACK (QoS 1) or PUBCOMP (QoS 2) for an outgoing message. False if it was not in flight. */
+  complete(packetId: number, expect: 'publish' | 'pubrel', qos: QoS): boolean {
+    const f = this.inflight.get(packetId);
+    if (!f || f.state !== expect || f.qos !== qos) return false;
+    this.inflight.delete(packetId);
+    return true;
+  }
+
+  /** PUBREC for an outgoing QoS 2 message: the message is now owned by the client. */
+  received(packetId: number): boolean {
+    const f = this.inflight.get(packetId);
+    if (!f || f.qos !== 2 || f.state !== 'publish') return false;
+    f.state = 'pubrel';
+    return true;
+  }
+
+  /**
+   * On reconnect: resend in-flight messages in their original order, PUBLISH with DUP or PUBREL
+   * ([MQTT-4.4.0-1]), then continue with the queue.
+   */
+  resume(): void {
+    const link = this.link;
+    if (!link) return;
+    for (const [id, f] of this.inflight) {
+      if (f.state === 'pubrel') link.sendPubrel(id);
+      else link.sendPublish(f.msg, f.qos, f.retain, true, id, f.subIds);
+    }
+    this.pump();
+  }
+
+  /** Discards queued and in-flight messages (session end), counting what was lost. */
+  discardMessages(): void {
+    const lost = this.queuedCount + this.inflight.size;
+    if (lost > 0) this.metrics.drop('session_expired', lost);
+    this.queue = [];
+    this.queueHead = 0;
+    this.queuedBytes = 0;
+    this.inflight.clear();
+    this.incomingQos2.clear();
+  }
+}

@@ -1,0 +1,321 @@
+// The one configuration schema: defaults, types, documentation and validation in one place.
+//
+// To add a section (uplink, security, drivers…): define `fooSchema = z.strictObject({...})` with a
+// `.describe()` on every key, then add `foo: section(fooSchema, '…')` to `configSchema`. Defaults,
+// unknown-key detection with suggestions, file:line errors and `convoy config defaults` follow
+// automatically. Use `z.strictObject` everywhere so misspelt keys are errors, not silently ignored.
+import * as z from 'zod';
+
+// --- value helpers -----------------------------------------------------------------------------
+
+/** How a received value is shown in an error message. */
+export function showValue(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return String(v);
+  if (v === undefined) return 'nothing';
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  if (v instanceof Date) return 'a date';
+  return 'a table';
+}
+
+const NUMERIC = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/;
+
+/** Env interpolation only produces strings, so `port = "${PORT:-1883}"` must coerce. */
+function coerceNumber(v: unknown): unknown {
+  if (typeof v === 'string' && NUMERIC.test(v.trim())) return Number(v.trim());
+  return v;
+}
+
+function coerceBoolean(v: unknown): unknown {
+  if (typeof v !== 'string') return v;
+  const s = v.trim().toLowerCase();
+  if (s === 'true') return true;
+  if (s === 'false') return false;
+  return v;
+}
+
+interface IntOptions {
+  default: number;
+  min: number;
+  max: number;
+  /** Shown after ranges in messages, e.g. "bytes". */
+  unit?: string;
+  description: string;
+}
+
+/** A whole number in [min, max]; numeric strings are accepted. */
+export function int(o: IntOptions) {
+  const unit = o.unit ? ` ${o.unit}` : '';
+  const range = `use a whole number from ${o.min} to ${o.max}${unit}`;
+  const inner = z
+    .number({ error: (iss) => `expected a number, got ${showValue(iss.input)}: ${range}` })
+    .int({ error: (iss) => `${showValue(iss.input)} is not a whole number: ${range}` })
+    .min(o.min, { error: (iss) => `${showValue(iss.input)} is too small: ${range}` })
+    .max(o.max, { error: (iss) => `${showValue(iss.input)} is too large: ${range}` });
+  return z.preprocess(coerceNumber, inner).default(o.default).describe(o.description);
+}
+
+export function bool(o: { default: boolean; description: string }) {
+  const inner = z.boolean({
+    error: (iss) => `expected true or false, got ${showValue(iss.input)}`,
+  });
+  return z.preprocess(coerceBoolean, inner).default(o.default).describe(o.description);
+}
+
+export function str(o: { default: string; description: string; nonEmpty?: boolean }) {
+  let inner = z.string({
+    error: (iss) => `expected a string, got ${showValue(iss.input)}: put the value in double quotes`,
+  });
+  if (o.nonEmpty) inner = inner.min(1, { error: 'must not be empty: give a value or remove the key' });
+  return inner.default(o.default).describe(o.description);
+}
+
+/** One of a fixed set of strings. The loader adds a "did you mean" for near misses. */
+export function oneOf<const T extends readonly [string, ...string[]]>(
+  values: T,
+  o: { default: T[number]; description: string },
+) {
+  const list = values.join(', ');
+  return z
+    .enum(values, { error: (iss) => `${showValue(iss.input)} is not allowed: use one of ${list}` })
+    .default(o.default)
+    .describe(o.description);
+}
+
+/** A table that may be left out entirely: missing keys take their defaults. */
+function section<S extends z.ZodObject>(schema: S, description: string) {
+  // prefault (not default) so the empty table is parsed and every inner default is filled in.
+  // The cast holds because every key in a section has a default.
+  return schema.prefault({} as z.input<S>).describe(description);
+}
+
+// --- sections ----------------------------------------------------------------------------------
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+export const logSchema = z.strictObject({
+  level: oneOf(LOG_LEVELS, { default: 'info', description: 'Minimum level written to stdout (journald).' }),
+});
+
+// Extend with 'tls', 'ws', 'wss' when those listeners exist; per-type keys can then move into a
+// discriminated union on `type`.
+export const LISTENER_TYPES = ['tcp'] as const;
+
+export const listenerSchema = z.strictObject({
+  type: oneOf(LISTENER_TYPES, { default: 'tcp', description: 'Transport of this listener.' }),
+  host: str({
+    default: '127.0.0.1',
+    nonEmpty: true,
+    description: 'Address to bind: 127.0.0.1 for this machine only, 0.0.0.0 or :: for the truck LAN.',
+  }),
+  port: int({ default: 1883, min: 0, max: 65535, description: 'TCP port; 0 picks a free port.' }),
+});
+
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+const INT32 = 2 ** 31 - 1;
+
+export const limitsSchema = z
+  .strictObject({
+    max_packet_size: int({
+      default: 1048576,
+      min: 2,
+      max: 268435455,
+      unit: 'bytes',
+      description: 'Largest MQTT packet accepted from a client, in bytes; larger ones close the connection.',
+    }),
+    max_connections: int({
+      default: 1024,
+      min: 1,
+      max: 1000000,
+      description: 'Simultaneous client connections; further connections are refused.',
+    }),
+    max_inflight: int({
+      default: 32,
+      min: 1,
+      max: 65535,
+      description: 'Unacknowledged QoS 1/2 messages towards one client.',
+    }),
+    max_queued_messages: int({
+      default: 1000,
+      min: 0,
+      max: INT32,
+      description: 'Messages queued per session while offline or over the inflight window; 0 = unlimited.',
+    }),
+    max_queued_bytes: int({
+      default: 16777216,
+      min: 0,
+      max: MAX_SAFE,
+      unit: 'bytes',
+      description: 'Bytes queued per session while offline or over the inflight window; 0 = unlimited.',
+    }),
+    max_outbound_bytes: int({
+      default: 4194304,
+      min: 1024,
+      max: MAX_SAFE,
+      unit: 'bytes',
+      description: 'Bytes buffered towards one connected client before QoS 0 messages to it are dropped.',
+    }),
+    max_topic_length: int({
+      default: 65535,
+      min: 1,
+      max: 65535,
+      unit: 'bytes',
+      description: 'Longest topic name or filter, in bytes of UTF-8.',
+    }),
+    max_topic_levels: int({
+      default: 128,
+      min: 1,
+      max: 65535,
+      description: 'Most "/"-separated levels in a topic name or filter.',
+    }),
+    keepalive_max: int({
+      default: 65535,
+      min: 0,
+      max: 65535,
+      unit: 'seconds',
+      description: "The server caps a client's keepalive at this many seconds.",
+    }),
+    keepalive_min: int({
+      default: 0,
+      min: 0,
+      max: 65535,
+      unit: 'seconds',
+      description: 'Smallest keepalive accepted from a client, in seconds; 0 = no minimum.',
+    }),
+    connect_timeout_ms: int({
+      default: 10000,
+      min: 1,
+      max: 600000,
+      unit: 'ms',
+      description: 'Deadline in milliseconds for the CONNECT packet after a TCP connection is accepted.',
+    }),
+    allow_zero_length_client_id: bool({
+      default: true,
+      description: 'Accept an empty client id (the broker then assigns one).',
+    }),
+  })
+  .superRefine((l, ctx) => {
+    if (l.keepalive_min > l.keepalive_max) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['keepalive_min'],
+        message: `${l.keepalive_min} is larger than keepalive_max (${l.keepalive_max}): lower keepalive_min or raise keepalive_max`,
+      });
+    }
+  });
+
+export const sysSchema = z.strictObject({
+  interval_s: int({
+    default: 10,
+    min: 0,
+    max: 86400,
+    unit: 'seconds',
+    description: 'Seconds between $SYS topic updates; 0 disables them.',
+  }),
+});
+
+const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '[::]']);
+
+function bindsOverlap(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
+  if (a.port === 0 || a.port !== b.port) return false;
+  return a.host === b.host || WILDCARD_HOSTS.has(a.host) || WILDCARD_HOSTS.has(b.host);
+}
+
+export const configSchema = z
+  .strictObject({
+    data_dir: str({
+      default: './data',
+      nonEmpty: true,
+      description: 'Directory for the SQLite store and other state.',
+    }),
+    log: section(logSchema, 'Logging.'),
+    listeners: z
+      .array(listenerSchema)
+      .prefault([{}])
+      .describe('Where MQTT clients connect: one [[listeners]] table per listener.'),
+    limits: section(limitsSchema, 'Protocol and resource limits for MQTT clients.'),
+    sys: section(sysSchema, '$SYS topics with broker statistics.'),
+  })
+  .superRefine((c, ctx) => {
+    c.listeners.forEach((l, j) => {
+      const i = c.listeners.findIndex((k, idx) => idx < j && bindsOverlap(k, l));
+      if (i >= 0) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['listeners', j, 'port'],
+          message: `port ${l.port} on ${l.host} is already used by listeners[${i}]: give each listener its own port`,
+        });
+      }
+    });
+  });
+
+export type Config = z.infer<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;
+export type LogConfig = Config['log'];
+export type ListenerConfig = Config['listeners'][number];
+export type LimitsConfig = Config['limits'];
+export type SysConfig = Config['sys'];
+
+// --- schema introspection (for unknown-key suggestions and the defaults document) -------------
+
+/** One wrapper (default, prefault, optional, nullable, preprocess pipe) removed, or undefined at a leaf. */
+function stepWrapper(s: z.ZodType): z.ZodType | undefined {
+  if (s instanceof z.ZodDefault || s instanceof z.ZodPrefault || s instanceof z.ZodOptional) return s.unwrap() as z.ZodType;
+  if (s instanceof z.ZodNullable) return s.unwrap() as z.ZodType;
+  if (s instanceof z.ZodPipe) return s.out as z.ZodType;
+  return undefined;
+}
+
+/** Strips all wrappers down to the schema that holds the shape or the checks. */
+export function unwrapSchema(s: z.ZodType): z.ZodType {
+  let cur = s;
+  for (let next = stepWrapper(cur); next; next = stepWrapper(cur)) cur = next;
+  return cur;
+}
+
+/** The first description found on a schema or its wrappers. */
+export function descriptionOf(s: z.ZodType): string | undefined {
+  for (let cur: z.ZodType | undefined = s; cur; cur = stepWrapper(cur)) {
+    if (cur.description) return cur.description;
+  }
+  return undefined;
+}
+
+/** The object shape of a (possibly wrapped) schema, or undefined if it is not a table. */
+export function shapeOf(s: z.ZodType): Record<string, z.ZodType> | undefined {
+  const u = unwrapSchema(s);
+  return u instanceof z.ZodObject ? u.shape : undefined;
+}
+
+/** The element schema of a (possibly wrapped) array schema. */
+export function elementOf(s: z.ZodType): z.ZodType | undefined {
+  const u = unwrapSchema(s);
+  return u instanceof z.ZodArray ? (u.element as z.ZodType) : undefined;
+}
+
+/** The schema found at a key path (array indices step into elements), if any. */
+export function schemaAt(path: readonly PropertyKey[], root: z.ZodType = configSchema): z.ZodType | undefined {
+  let cur: z.ZodType | undefined = root;
+  for (const seg of path) {
+    if (!cur) return undefined;
+    if (typeof seg === 'number') {
+      cur = elementOf(cur);
+    } else if (typeof seg === 'string') {
+      cur = shapeOf(cur)?.[seg];
+    } else {
+      return undefined;
+    }
+  }
+  return cur;
+}
+
+/** A short note on allowed values derived from the schema, e.g. "0..65535" or "one of: a, b". */
+export function constraintNote(s: z.ZodType): string | undefined {
+  const u = unwrapSchema(s);
+  if (u instanceof z.ZodNumber && u.minValue !== null && u.maxValue !== null) {
+    return u.maxValue >= Number.MAX_SAFE_INTEGER ? `at least ${u.minValue}` : `${u.minValue}..${u.maxValue}`;
+  }
+  if (u instanceof z.ZodEnum) return `one of: ${(u.options as string[]).join(', ')}`;
+  return undefined;
+}

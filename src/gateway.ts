@@ -1,0 +1,72 @@
+// The gateway as one object: broker, listeners and $SYS built from a validated Config. Used by
+// `convoy run` and by integration tests (which start it in-process on port 0).
+import { mkdirSync } from 'node:fs';
+import type { Config } from './config/schema.js';
+import type { Logger } from './diagnostics/log.js';
+import { Broker, type BrokerLimits } from './broker/broker.js';
+import type { Listener } from './broker/listeners/listener.js';
+import { listenTcp } from './broker/listeners/tcp.js';
+import { SysTopics } from './broker/sys-topics.js';
+import { convoyVersion } from './version.js';
+
+export interface Gateway {
+  readonly broker: Broker;
+  readonly listeners: readonly Listener[];
+  readonly sys: SysTopics;
+  /** Stops accepting, closes clients (wills as the spec requires), releases everything. */
+  stop(): Promise<void>;
+}
+
+/** Broker limits from the [limits] section. */
+export function limitsFromConfig(c: Config): Partial<BrokerLimits> {
+  const l = c.limits;
+  return {
+    maxPacketSize: l.max_packet_size,
+    maxConnectSize: l.max_packet_size,
+    maxConnections: l.max_connections,
+    maxInflight: l.max_inflight,
+    maxQueuedMessages: l.max_queued_messages,
+    maxQueuedBytes: l.max_queued_bytes,
+    maxOutboundBytes: l.max_outbound_bytes,
+    maxTopicLength: l.max_topic_length,
+    maxTopicLevels: l.max_topic_levels,
+    keepaliveMax: l.keepalive_max,
+    keepaliveMin: l.keepalive_min,
+    connectTimeoutMs: l.connect_timeout_ms,
+    allowZeroLengthClientId: l.allow_zero_length_client_id,
+  };
+}
+
+export async function startGateway(config: Config, log: Logger): Promise<Gateway> {
+  mkdirSync(config.data_dir, { recursive: true });
+  const broker = new Broker({ limits: limitsFromConfig(config), log, version: convoyVersion() });
+  const listeners: Listener[] = [];
+  try {
+    for (const l of config.listeners) {
+      switch (l.type) {
+        case 'tcp':
+          listeners.push(await listenTcp(l, broker));
+          break;
+      }
+    }
+  } catch (err) {
+    await Promise.all(listeners.map((l) => l.close()));
+    await broker.close();
+    throw err;
+  }
+  const sys = new SysTopics(broker, config.sys.interval_s);
+  sys.start();
+  for (const l of listeners) log.info({ listener: l.name }, 'listening');
+  let stopping: Promise<void> | null = null;
+  return {
+    broker,
+    listeners,
+    sys,
+    stop: () => (stopping ??= (async () => {
+      sys.stop();
+      const closing = listeners.map((l) => l.close());
+      await broker.close();
+      await Promise.all(closing);
+    })()),
+  };
+}
