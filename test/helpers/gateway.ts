@@ -1,0 +1,41 @@
+// Starts a real gateway in this process on port 0 for integration tests.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { defaultConfig } from '../../src/config/load.js';
+import type { Config } from '../../src/config/schema.js';
+import { silentLogger } from '../../src/diagnostics/log.js';
+import { startGateway, type Gateway } from '../../src/gateway.js';
+
+export interface TestGateway extends Gateway {
+  port: number;
+  dataDir: string;
+}
+
+type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] };
+
+/** A gateway on 127.0.0.1:0 with a temporary data dir; `stop()` removes it. */
+export async function startTestGateway(overrides: DeepPartial<Config> = {}): Promise<TestGateway> {
+  const base = defaultConfig();
+  const dataDir = mkdtempSync(join(tmpdir(), 'convoy-test-'));
+  const config: Config = {
+    ...base,
+    ...overrides,
+    data_dir: dataDir,
+    log: { ...base.log, ...overrides.log, level: overrides.log?.level ?? 'silent' },
+    listeners: [{ type: 'tcp', host: '127.0.0.1', port: 0 }],
+    limits: { ...base.limits, ...overrides.limits },
+    sys: { ...base.sys, interval_s: overrides.sys?.interval_s ?? 0 },
+  };
+  const gw = await startGateway(config, silentLogger);
+  const port = gw.listeners[0]!.port;
+  return {
+    ...gw,
+    port,
+    dataDir,
+    stop: async () => {
+      await gw.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
