@@ -16,6 +16,11 @@ export const MAX_INFLIGHT = 32;
 
 export const MOSQUITTO_BIN = process.env.CONVOY_BENCH_MOSQUITTO ?? '/usr/sbin/mosquitto';
 
+/** Convoy entry point, relative to the project root unless absolute ($CONVOY_BENCH_MAIN). */
+export function convoyMain(root: string): string {
+  return path.resolve(root, process.env.CONVOY_BENCH_MAIN ?? 'dist/src/main.js');
+}
+
 export interface BrokerSide {
   kind: BrokerKind;
   /** Column label: the kind, suffixed when both sides run the same broker. */
@@ -139,7 +144,7 @@ export async function startBroker(side: BrokerSide, root: string, readyTimeoutMs
     const dataDir = path.join(dir, 'data');
     const file = path.join(dir, 'convoy.toml');
     writeFileSync(file, convoyConfig(port, dataDir));
-    proc = spawnWithFdLimit(process.execPath, [path.join(root, 'dist/src/main.js'), 'run', '--config', file], {
+    proc = spawnWithFdLimit(process.execPath, [convoyMain(root), 'run', '--config', file], {
       cwd: root,
     });
   } else {

@@ -14,6 +14,7 @@ import {
   MAX_INFLIGHT,
   MOSQUITTO_BIN,
   convoyConfig,
+  convoyMain,
   isBrokerKind,
   mosquittoConfig,
   mosquittoVersion,
@@ -38,7 +39,8 @@ const USAGE = `usage: node dist/scripts/bench/run.js [options]   (or: npm run be
   -h, --help          this text
 
 env: CONVOY_MQTTBENCH_SRC (mqttbench.c, default ../shared/tools/mqttbench/mqttbench.c from the
-     project root), CONVOY_BENCH_MOSQUITTO (default /usr/sbin/mosquitto)`;
+     project root), CONVOY_BENCH_MOSQUITTO (default /usr/sbin/mosquitto),
+     CONVOY_BENCH_MAIN (Convoy entry point, default dist/src/main.js)`;
 
 interface Options {
   runs: number;
@@ -340,8 +342,8 @@ async function main(): Promise<void> {
   const date = new Date();
   const root = findRoot();
   const mb = ensureMqttbench(root);
-  if (opts.sides.some((s) => s.kind === 'convoy') && !existsSync(path.join(root, 'dist/src/main.js'))) {
-    throw new Error('dist/src/main.js is missing: run `npx tsc -p .` first (npm run bench does)');
+  if (opts.sides.some((s) => s.kind === 'convoy') && !existsSync(convoyMain(root))) {
+    throw new Error(`${convoyMain(root)} is missing: run \`npx tsc -p .\` first (npm run bench does)`);
   }
   if (opts.sides.some((s) => s.kind === 'mosquitto') && !existsSync(MOSQUITTO_BIN)) {
     throw new Error(`mosquitto not found at ${MOSQUITTO_BIN} (set CONVOY_BENCH_MOSQUITTO)`);

@@ -170,7 +170,7 @@ export const SCENARIOS: readonly Scenario[] = [
   },
   {
     name: 'idle-conns',
-    title: `${IDLE_CONNS_FULL} idle connections (keepalive 60 s)`,
+    title: `${IDLE_CONNS_FULL} idle connections (--quick: ${IDLE_CONNS_QUICK}), keepalive 60 s`,
     kind: 'idle',
     flags: (q) => [
       '-m', 'idle', '-C', String(q ? IDLE_CONNS_QUICK : IDLE_CONNS_FULL), '--keepalive', '60', '--settle', '2', '--hold', '3',

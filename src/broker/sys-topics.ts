@@ -73,7 +73,7 @@ export class SysTopics {
     t.set('$SYS/broker/heap/current', String(process.memoryUsage().heapUsed));
     const la = os.loadavg();
     t.set('$SYS/broker/load/system/1min', la[0]!.toFixed(2));
-    for (const [key, total] of loadTotals(m)) {
+    for (const [key] of loadTotals(m)) {
       const load = this.loads.get(key);
       if (!load) continue;
       t.set(`$SYS/broker/load/${key}/1min`, load.avg[0]!.toFixed(2));

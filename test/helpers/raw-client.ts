@@ -49,7 +49,7 @@ export class RawClient {
     c.send({
       cmd: 'connect', protocolId: version === 3 ? 'MQIsdp' : 'MQTT', protocolVersion: version, clean: true,
       clientId: `raw-${Math.random().toString(16).slice(2)}`, keepalive: 0, ...opts,
-    } as mqttPacket.IConnectPacket);
+    });
     const ack = await c.next();
     if (ack.cmd !== 'connack') throw new Error(`expected CONNACK, got ${ack.cmd}`);
     const code = (ack.returnCode ?? ack.reasonCode) as number;

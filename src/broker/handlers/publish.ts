@@ -22,7 +22,7 @@ export function handlePublish(conn: Connection, p: PublishPacket): void {
       if (alias === 0 || alias > limits.topicAliasMaximum) {
         throw new ProtocolError(Reason.TopicAliasInvalid, `topic alias ${alias} is outside 1..${limits.topicAliasMaximum}`);
       }
-      const aliases = (conn.topicAliases ??= new Map());
+      const aliases = (conn.topicAliases ??= new Map<number, string>());
       if (topic.length > 0) aliases.set(alias, topic);
       else {
         const known = aliases.get(alias);

@@ -69,7 +69,7 @@ function decodeConnect(r: PacketReader): ConnectPacket {
     }
     throw new ProtocolError(Reason.UnsupportedProtocolVersion, `CONNECT: unsupported protocol "${protocolName}" level ${level}`);
   }
-  const version = level as ProtocolVersion;
+  const version = level;
   const flags = r.u8('connect flags');
   if ((flags & 0x01) !== 0) throw r.malformed('reserved connect flag bit 0 is set [MQTT-3.1.2-3]');
   const clean = (flags & 0x02) !== 0;
