@@ -6,13 +6,14 @@ import { Metrics } from '../diagnostics/metrics.js';
 import type { ConnectPacket, QoS, Will } from '../mqtt/packets.js';
 import { Reason } from '../mqtt/reason-codes.js';
 import { Connection } from './connection.js';
+import type { EnhancedAuthMethod } from './enhanced-auth.js';
 import { SESSION_NEVER_EXPIRES } from './handlers/connect.js';
 import { createMessage, type InternalPublish, type Message } from './message.js';
 import { RetainedIndex } from './retained-index.js';
 import { Router } from './router.js';
-import type { Session } from './session.js';
+import type { Delivery, Session } from './session.js';
 import { MemorySessionStore, type SessionStore } from './session-store.js';
-import type { Subscription } from './subscriptions.js';
+import type { SharedGroup, Subscription } from './subscriptions.js';
 
 export interface BrokerLimits {
   maxPacketSize: number;
@@ -81,6 +82,10 @@ export class Broker {
   /** Connected (CONNACK sent) connections by client id. */
   readonly clients = new Map<string, Connection>();
   authenticator: Authenticator | null = null;
+  /** MQTT 5 enhanced authentication methods by name. */
+  readonly authMethods = new Map<string, EnhancedAuthMethod>();
+  /** MQTT 5 wills waiting for their delay interval [MQTT-3.1.3-9], by client id. */
+  private readonly delayedWills = new Map<string, { will: Will; dueAt: number }>();
   /** Persistent sessions whose client is away, for expiry. */
   private readonly offline = new Set<Session>();
   private readonly dirty: Connection[] = [];
@@ -137,9 +142,16 @@ export class Broker {
       expiry = this.limits.maxSessionExpiry;
       expiryChanged = true;
     }
+    // A delayed will is cancelled by a reconnect in time [MQTT-3.1.3-9]; with clean start the old
+    // session ends now, and a will delayed past its end is sent at its end.
+    const delayed = this.delayedWills.get(clientId);
+    if (delayed) {
+      this.delayedWills.delete(clientId);
+      if (p.clean) this.publishWill(delayed.will, clientId);
+    }
     let session = this.sessions.get(clientId);
     if (session && p.clean) {
-      this.destroySession(session, false);
+      this.destroySession(session, true);
       session = undefined;
     }
     const sessionPresent = session !== undefined;
@@ -159,10 +171,18 @@ export class Broker {
     if (!wasConnected) return;
     const clientId = conn.clientId;
     if (this.clients.get(clientId) === conn) this.clients.delete(clientId);
-    // [MQTT-3.1.2-8]: the will is published when the connection closes without DISCONNECT.
-    if (conn.will && !conn.disconnectReceived) this.publishWill(conn.will, clientId);
-    conn.will = undefined;
     const session = conn.session;
+    // [MQTT-3.1.2-8]: the will is published when the connection closes without DISCONNECT; an
+    // MQTT 5 will delay holds it until the delay passes or the session ends, whichever is first.
+    if (conn.will && !conn.disconnectReceived) {
+      const delay = conn.will.properties?.willDelayInterval ?? 0;
+      if (delay > 0 && session?.persistent) {
+        this.delayedWills.set(clientId, { will: conn.will, dueAt: Date.now() + delay * 1000 });
+      } else {
+        this.publishWill(conn.will, clientId);
+      }
+    }
+    conn.will = undefined;
     if (session && session.link === conn) {
       session.link = null;
       if (session.persistent) {
@@ -181,18 +201,39 @@ export class Broker {
   }
 
   private publishWill(will: Will, clientId: string): void {
-    const msg = createMessage({ topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain, properties: will.properties }, clientId);
-    this.publish(msg);
+    // Will properties travel with the message, except the delay which only concerns the broker.
+    let properties = will.properties;
+    if (properties?.willDelayInterval !== undefined) {
+      const { willDelayInterval: _d, ...rest } = properties;
+      properties = rest;
+    }
+    this.publish(createMessage({ topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain, properties }, clientId));
   }
 
-  /** Ends a session: its subscriptions leave the trie, its messages are counted as dropped. */
-  destroySession(session: Session, countLoss: boolean): void {
-    for (const filter of session.subscriptions.keys()) this.router.unsubscribe(session.clientId, filter);
+  /**
+   * Ends a session: its subscriptions leave the trie, a delayed will is sent now, messages it
+   * got through shared subscriptions go to another member of the group, the rest is counted
+   * as dropped.
+   */
+  destroySession(session: Session, sendDelayedWill: boolean): void {
+    const clientId = session.clientId;
+    for (const filter of session.subscriptions.keys()) this.router.unsubscribe(clientId, filter);
     session.subscriptions.clear();
-    if (countLoss) session.discardMessages();
     this.offline.delete(session);
-    if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
+    if (this.sessions.get(clientId) === session) this.sessions.delete(clientId);
     this.router.invalidate();
+    const delayed = this.delayedWills.get(clientId);
+    if (delayed && sendDelayedWill) {
+      this.delayedWills.delete(clientId);
+      this.publishWill(delayed.will, clientId);
+    }
+    for (const d of session.takeUndelivered()) this.redeliverShared(d);
+  }
+
+  /** Re-sends a message of a departed shared-subscription member to another member. */
+  private redeliverShared(d: Delivery): void {
+    const group = this.router.route(d.msg.topic).shared.find((g) => g.key === d.shareKey);
+    if (!group || !this.deliverToGroup(group, d.msg)) this.metrics.drop('session_expired');
   }
 
   // --- the publish path ----------------------------------------------------------------------
@@ -217,30 +258,32 @@ export class Broker {
       t.session.deliver(msg, msg.qos < t.qos ? msg.qos : t.qos, t.retainAsPublished && msg.retain, t.subIds);
     }
     const shared = route.shared;
-    for (let i = 0; i < shared.length; i++) {
-      const group = shared[i]!;
-      const members = group.members;
-      const n = members.length;
-      if (n === 0) continue;
-      // One delivery per group, round robin, preferring members that are connected.
-      let chosen: Subscription | undefined;
-      for (let k = 0; k < n; k++) {
-        const m = members[(group.cursor + k) % n]!;
-        if (this.clients.has(m.clientId)) {
-          chosen = m;
-          group.cursor = (group.cursor + k + 1) % n;
-          break;
-        }
+    for (let i = 0; i < shared.length; i++) this.deliverToGroup(shared[i]!, msg);
+  }
+
+  /** One delivery per shared group [MQTT-4.8.2-?], round robin, preferring connected members. */
+  private deliverToGroup(group: SharedGroup, msg: Message): boolean {
+    const members = group.members;
+    const n = members.length;
+    if (n === 0) return false;
+    let chosen: Subscription | undefined;
+    for (let k = 0; k < n; k++) {
+      const m = members[(group.cursor + k) % n]!;
+      if (this.clients.has(m.clientId)) {
+        chosen = m;
+        group.cursor = (group.cursor + k + 1) % n;
+        break;
       }
-      if (!chosen) {
-        chosen = members[group.cursor % n]!;
-        group.cursor = (group.cursor + 1) % n;
-      }
-      const session = this.sessions.get(chosen.clientId);
-      if (!session) continue;
-      session.deliver(msg, msg.qos < chosen.qos ? msg.qos : chosen.qos, chosen.retainAsPublished && msg.retain,
-        chosen.subscriptionId !== undefined ? [chosen.subscriptionId] : undefined);
     }
+    if (!chosen) {
+      chosen = members[group.cursor % n]!;
+      group.cursor = (group.cursor + 1) % n;
+    }
+    const session = this.sessions.get(chosen.clientId);
+    if (!session) return false;
+    session.deliver(msg, msg.qos < chosen.qos ? msg.qos : chosen.qos, chosen.retainAsPublished && msg.retain,
+      chosen.subscriptionId !== undefined ? [chosen.subscriptionId] : undefined, group.key);
+    return true;
   }
 
   private storeRetained(msg: Message): void {
@@ -319,6 +362,12 @@ export class Broker {
           conn.close(Reason.KeepAliveTimeout, 'keep alive timeout');
         }
       }
+      for (const [clientId, w] of this.delayedWills) {
+        if (now >= w.dueAt) {
+          this.delayedWills.delete(clientId);
+          this.publishWill(w.will, clientId);
+        }
+      }
       for (const s of this.offline) {
         if (s.expiryInterval !== SESSION_NEVER_EXPIRES && now - s.disconnectedAt >= s.expiryInterval * 1000) {
           this.log.info({ client: s.clientId }, 'session expired');
@@ -338,6 +387,9 @@ export class Broker {
     const closed: Array<Promise<void>> = [];
     this.enter();
     try {
+      // In-memory sessions end with the process: delayed wills are due now.
+      for (const [clientId, w] of this.delayedWills) this.publishWill(w.will, clientId);
+      this.delayedWills.clear();
       for (const conn of this.connections) {
         closed.push(new Promise((resolve) => {
           if (conn.transport.destroyed) resolve();

@@ -7,7 +7,7 @@ import { OutBuffer } from '../mqtt/codec/out-buffer.js';
 import { decodePacket } from '../mqtt/codec/decode.js';
 import { publishSize, writeAck, writeConnack, writeDisconnect, writePublish } from '../mqtt/codec/encode.js';
 import { ProtocolError } from '../mqtt/errors.js';
-import { PacketType, type Properties, type ProtocolVersion, type QoS, type Will } from '../mqtt/packets.js';
+import { PacketType, type AuthPacket, type Properties, type ProtocolVersion, type QoS, type Will } from '../mqtt/packets.js';
 import { Reason, connackAllowed311, connackCode311, reasonName } from '../mqtt/reason-codes.js';
 import type { Message } from './message.js';
 import type { Session, SessionLink } from './session.js';
@@ -42,6 +42,8 @@ export class Connection implements FrameSink, SessionLink {
   requestProblemInformation = true;
   /** Inbound topic aliases (MQTT 5), created on first use. */
   topicAliases: Map<number, string> | null = null;
+  /** Set while CONNECT waits for the client's next AUTH packet (enhanced authentication). */
+  authWaiter: { resolve: (p: AuthPacket) => void; reject: (e: Error) => void } | null = null;
   /** In the broker's list of connections with bytes to write. */
   dirty = false;
   readonly out = new OutBuffer();
@@ -145,6 +147,14 @@ export class Connection implements FrameSink, SessionLink {
       this.broker.leave();
     }
     if (this.framer.error !== FrameError.None && !this.isClosed()) this.onFrameError();
+  }
+
+  /** Lets frames through until the client's next AUTH packet, which resolves the promise. */
+  nextAuthPacket(): Promise<AuthPacket> {
+    return new Promise((resolve, reject) => {
+      this.authWaiter = { resolve, reject };
+      this.resumeFrames();
+    });
   }
 
   private pauseReading(): void {
@@ -297,6 +307,8 @@ export class Connection implements FrameSink, SessionLink {
     const wasConnected = this.state === 'connected';
     this.state = 'closed';
     this.framer.reset();
+    this.authWaiter?.reject(new Error('connection closed during authentication'));
+    this.authWaiter = null;
     this.flush();
     this.transport.end();
     // A peer that never closes its side must not keep the socket: force it after a grace period.
@@ -309,6 +321,8 @@ export class Connection implements FrameSink, SessionLink {
       const wasConnected = this.state === 'connected';
       this.state = 'closed';
       this.framer.reset();
+      this.authWaiter?.reject(new Error('connection closed during authentication'));
+      this.authWaiter = null;
       this.broker.connectionClosed(this, wasConnected);
     }
     this.broker.connectionGone(this);

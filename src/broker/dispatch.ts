@@ -20,6 +20,14 @@ export function dispatch(conn: Connection, packet: ClientPacket): void {
     handleConnect(conn, packet);
     return;
   }
+  if (packet.type === 'auth' && conn.state === 'connecting' && conn.authWaiter) {
+    // The client's answer in an enhanced-authentication exchange (4.12).
+    const waiter = conn.authWaiter;
+    conn.authWaiter = null;
+    conn.pauseFrames();
+    waiter.resolve(packet);
+    return;
+  }
   if (conn.state !== 'connected') {
     // Only reachable for packets pipelined behind a CONNECT that is still being processed.
     throw new ProtocolError(Reason.ProtocolError, `${packet.type.toUpperCase()} before the connection was accepted [MQTT-3.1.0-1]`);

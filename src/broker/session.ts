@@ -24,6 +24,8 @@ export interface Delivery {
   qos: QoS;
   retain: boolean;
   subIds: number[] | undefined;
+  /** Set when delivered through a shared subscription: the group key, for re-sending elsewhere. */
+  shareKey: string | undefined;
 }
 
 export interface Inflight extends Delivery {
@@ -79,7 +81,7 @@ export class Session {
   }
 
   /** Hands a message to this session: sent now, queued, or dropped and counted. */
-  deliver(msg: Message, qos: QoS, retain: boolean, subIds: number[] | undefined): void {
+  deliver(msg: Message, qos: QoS, retain: boolean, subIds: number[] | undefined, shareKey?: string): void {
     const link = this.link;
     if (qos === 0) {
       if (!link) return this.metrics.drop('offline_qos0');
@@ -88,10 +90,10 @@ export class Session {
       return;
     }
     if (link && this.queueHead === this.queue.length && this.inflight.size < link.sendWindow && link.writable) {
-      this.sendNew({ msg, qos, retain, subIds }, link);
+      this.sendNew({ msg, qos, retain, subIds, shareKey }, link);
       return;
     }
-    this.enqueue({ msg, qos, retain, subIds });
+    this.enqueue({ msg, qos, retain, subIds, shareKey });
   }
 
   private enqueue(d: Delivery): void {
@@ -109,7 +111,7 @@ export class Session {
   private sendNew(d: Delivery, link: SessionLink): void {
     const id = this.allocatePacketId();
     if (link.sendPublish(d.msg, d.qos, d.retain, false, id, d.subIds)) {
-      this.inflight.set(id, { msg: d.msg, qos: d.qos, retain: d.retain, subIds: d.subIds, state: 'publish' });
+      this.inflight.set(id, { msg: d.msg, qos: d.qos, retain: d.retain, subIds: d.subIds, shareKey: d.shareKey, state: 'publish' });
     }
   }
 
@@ -167,14 +169,29 @@ export class Session {
     this.pump();
   }
 
-  /** Discards queued and in-flight messages (session end), counting what was lost. */
-  discardMessages(): void {
-    const lost = this.queuedCount + this.inflight.size;
+  /**
+   * Session end: empties the queue and the window. Messages that came through a shared
+   * subscription and were not yet received by the client are returned, to be sent to another
+   * member of their group [MQTT-4.8.2-?]; everything else is counted as lost.
+   */
+  takeUndelivered(): Delivery[] {
+    const shared: Delivery[] = [];
+    let lost = 0;
+    for (let i = this.queueHead; i < this.queue.length; i++) {
+      const d = this.queue[i]!;
+      if (d.shareKey !== undefined) shared.push(d);
+      else lost++;
+    }
+    for (const f of this.inflight.values()) {
+      if (f.shareKey !== undefined && f.state === 'publish') shared.push(f);
+      else lost++;
+    }
     if (lost > 0) this.metrics.drop('session_expired', lost);
     this.queue = [];
     this.queueHead = 0;
     this.queuedBytes = 0;
     this.inflight.clear();
     this.incomingQos2.clear();
+    return shared;
   }
 }

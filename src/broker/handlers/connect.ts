@@ -2,7 +2,7 @@
 // an existing connection → restore or create the session → keepalive → will → CONNACK → resume
 // delivery. Frames behind the CONNECT wait until the steps finish (authentication is async).
 import { randomBytes } from 'node:crypto';
-import { writeConnack } from '../../mqtt/codec/encode.js';
+import { writeAuth, writeConnack } from '../../mqtt/codec/encode.js';
 import { ProtocolError } from '../../mqtt/errors.js';
 import type { ConnectPacket, Properties } from '../../mqtt/packets.js';
 import { Reason } from '../../mqtt/reason-codes.js';
@@ -26,15 +26,21 @@ export function handleConnect(conn: Connection, packet: ConnectPacket): void {
 
 async function connectSteps(conn: Connection, packet: ConnectPacket): Promise<void> {
   const assignedId = validate(conn, packet);
+  const authData = await enhancedAuthentication(conn, packet, assignedId ?? packet.clientId);
   await conn.broker.authenticate(conn, packet);
-  if (conn.state === 'closed') return; // the socket went away while authenticating
+  if (conn.isClosed()) return; // the socket went away while authenticating
   const clientId = assignedId ?? packet.clientId;
   conn.clientId = clientId;
   applyLimits(conn, packet);
   const { sessionPresent, expiryChanged } = conn.broker.attachSession(conn, packet);
   conn.will = packet.will;
   conn.state = 'connected';
-  writeConnack(conn.out, conn.version, sessionPresent, 0, connackProperties(conn, packet, assignedId, expiryChanged));
+  const props = connackProperties(conn, packet, assignedId, expiryChanged);
+  if (props && packet.properties?.authenticationMethod !== undefined) {
+    props.authenticationMethod = packet.properties.authenticationMethod;
+    if (authData) props.authenticationData = authData;
+  }
+  writeConnack(conn.out, conn.version, sessionPresent, 0, props);
   conn.touch();
   conn.broker.log.info(
     { client: clientId, remote: conn.remoteAddress, listener: conn.listenerName, version: conn.version, clean: packet.clean, keepalive: packet.keepalive, sessionPresent },
@@ -43,6 +49,32 @@ async function connectSteps(conn: Connection, packet: ConnectPacket): Promise<vo
   // Resend unacknowledged messages and the queue [MQTT-4.4.0-1].
   conn.session!.resume();
   conn.broker.flushSoon();
+}
+
+/**
+ * Runs the MQTT 5 enhanced-authentication exchange when CONNECT names a method (4.12): AUTH 0x18
+ * back and forth until the method is done. Returns the method's final data for CONNACK.
+ */
+async function enhancedAuthentication(conn: Connection, p: ConnectPacket, clientId: string): Promise<Buffer | undefined> {
+  const name = p.properties?.authenticationMethod;
+  if (name === undefined) return undefined;
+  const method = conn.broker.authMethods.get(name)!;
+  const exchange = method.begin({ clientId, username: p.username, remoteAddress: conn.remoteAddress });
+  let step = await exchange.step(p.properties?.authenticationData);
+  while (!step.done) {
+    const props: Properties = { authenticationMethod: name };
+    if (step.data) props.authenticationData = step.data;
+    writeAuth(conn.out, Reason.ContinueAuthentication, props);
+    conn.touch();
+    conn.broker.flushSoon();
+    const reply = await conn.nextAuthPacket();
+    // [MQTT-4.12.0-?]: the reply continues the same method with reason 0x18.
+    if (reply.reasonCode !== Reason.ContinueAuthentication || reply.properties?.authenticationMethod !== name) {
+      throw new ProtocolError(Reason.ProtocolError, `AUTH during CONNECT must continue method "${name}" with reason 0x18`);
+    }
+    step = await exchange.step(reply.properties.authenticationData);
+  }
+  return step.data;
 }
 
 /** Checks the CONNECT; returns an assigned client id when the client sent none. */
@@ -67,8 +99,11 @@ function validate(conn: Connection, p: ConnectPacket): string | undefined {
   if (props) {
     if (props.receiveMaximum === 0) throw new ProtocolError(Reason.ProtocolError, 'receive maximum 0 [MQTT-3.1.2-?]: must be 1..65535');
     if (props.maximumPacketSize === 0) throw new ProtocolError(Reason.ProtocolError, 'maximum packet size 0: must be at least 1');
-    if (props.authenticationMethod !== undefined) {
+    if (props.authenticationMethod !== undefined && !conn.broker.authMethods.has(props.authenticationMethod)) {
       throw new ProtocolError(Reason.BadAuthenticationMethod, `authentication method "${props.authenticationMethod}" is not supported`);
+    }
+    if (props.authenticationMethod === undefined && props.authenticationData !== undefined) {
+      throw new ProtocolError(Reason.ProtocolError, 'authentication data without an authentication method [MQTT-3.1.2-?]');
     }
   }
   return assigned;
@@ -106,6 +141,8 @@ function connackProperties(conn: Connection, p: ConnectPacket, assignedId: strin
   if (assignedId) props.assignedClientIdentifier = assignedId;
   if (conn.negotiatedKeepalive !== p.keepalive) props.serverKeepAlive = conn.negotiatedKeepalive;
   if (expiryChanged) props.sessionExpiryInterval = conn.session!.expiryInterval;
+  // Response Information only when asked for [MQTT-3.1.2-28]: a topic prefix for its responses.
+  if (p.properties?.requestResponseInformation === 1) props.responseInformation = `convoy/response/${conn.clientId}`;
   return props;
 }
 
