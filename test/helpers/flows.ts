@@ -88,7 +88,10 @@ export async function nextPublish(c: RawClient, timeoutMs?: number): Promise<Any
   return p;
 }
 
-/** Acknowledges a received PUBLISH as its QoS requires (QoS 2: PUBREC, await PUBREL, PUBCOMP). */
+/**
+ * Acknowledges a received PUBLISH as its QoS requires (QoS 2: PUBREC, await PUBREL, PUBCOMP).
+ * For QoS 2 the PUBREL must be the next packet: take any further pending PUBLISHes first.
+ */
 export async function ack(c: RawClient, p: AnyPacket): Promise<void> {
   if (p.qos === 1) c.send({ cmd: 'puback', messageId: p.messageId as number });
   if (p.qos === 2) {
@@ -115,4 +118,10 @@ export function summary(p: AnyPacket): { topic: string; payload: string; qos: nu
 export async function expectNothingMore(c: RawClient): Promise<void> {
   const extra = await c.nothingPendingAfterPing();
   expect(extra.map((p) => `${p.cmd} ${String(p.topic ?? '')}`)).to.deep.equal([]);
+}
+
+/** DISCONNECT and await the server closing the connection (the session is then offline). */
+export async function disconnect(c: RawClient): Promise<void> {
+  c.send({ cmd: 'disconnect' });
+  await c.closedByServer();
 }
