@@ -16,6 +16,11 @@ export const MAX_INFLIGHT = 32;
 
 export const MOSQUITTO_BIN = process.env.CONVOY_BENCH_MOSQUITTO ?? '/usr/sbin/mosquitto';
 
+/** Extra node flags for Convoy ($CONVOY_BENCH_NODE_FLAGS, e.g. the launcher's --max-semi-space-size=4). */
+export function convoyNodeFlags(): string[] {
+  return (process.env.CONVOY_BENCH_NODE_FLAGS ?? '').split(/\s+/).filter((f) => f.length > 0);
+}
+
 /** Convoy entry point, relative to the project root unless absolute ($CONVOY_BENCH_MAIN). */
 export function convoyMain(root: string): string {
   return path.resolve(root, process.env.CONVOY_BENCH_MAIN ?? 'dist/src/main.js');
@@ -144,7 +149,7 @@ export async function startBroker(side: BrokerSide, root: string, readyTimeoutMs
     const dataDir = path.join(dir, 'data');
     const file = path.join(dir, 'convoy.toml');
     writeFileSync(file, convoyConfig(port, dataDir));
-    proc = spawnWithFdLimit(process.execPath, [convoyMain(root), 'run', '--config', file], {
+    proc = spawnWithFdLimit(process.execPath, [...convoyNodeFlags(), convoyMain(root), 'run', '--config', file], {
       cwd: root,
     });
   } else {

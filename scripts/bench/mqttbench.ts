@@ -54,7 +54,9 @@ export function ensureMqttbench(root: string): MqttbenchBinary {
   const binary = path.join(dir, 'mqttbench');
   const stamp = `${binary}.source`;
   const tmp = `${binary}.tmp-${process.pid}`;
-  const gccArgs = gccArgsFor(source, tmp);
+  const buildArgs = gccArgsFor(source, tmp);
+  // as recorded in the results: the final path, not the temporary one gcc writes to
+  const gccArgs = buildArgs.map((a) => (a === tmp ? binary : a));
   const upToDate =
     existsSync(binary) &&
     existsSync(stamp) &&
@@ -62,7 +64,7 @@ export function ensureMqttbench(root: string): MqttbenchBinary {
     statSync(binary).mtimeMs >= statSync(source).mtimeMs;
   if (upToDate) return { source, binary, rebuilt: false, gccArgs };
   process.stderr.write(`building mqttbench: gcc ${gccArgs.join(' ')}\n`);
-  execFileSync('gcc', gccArgs, { stdio: ['ignore', 'inherit', 'inherit'] });
+  execFileSync('gcc', buildArgs, { stdio: ['ignore', 'inherit', 'inherit'] });
   renameSync(tmp, binary);
   writeFileSync(stamp, source);
   return { source, binary, rebuilt: true, gccArgs };

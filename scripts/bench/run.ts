@@ -15,6 +15,7 @@ import {
   MOSQUITTO_BIN,
   convoyConfig,
   convoyMain,
+  convoyNodeFlags,
   isBrokerKind,
   mosquittoConfig,
   mosquittoVersion,
@@ -40,7 +41,8 @@ const USAGE = `usage: node dist/scripts/bench/run.js [options]   (or: npm run be
 
 env: CONVOY_MQTTBENCH_SRC (mqttbench.c, default ../shared/tools/mqttbench/mqttbench.c from the
      project root), CONVOY_BENCH_MOSQUITTO (default /usr/sbin/mosquitto),
-     CONVOY_BENCH_MAIN (Convoy entry point, default dist/src/main.js)`;
+     CONVOY_BENCH_MAIN (Convoy entry point, default dist/src/main.js),
+     CONVOY_BENCH_NODE_FLAGS (node flags for Convoy, e.g. --max-semi-space-size=4; default none)`;
 
 interface Options {
   runs: number;
@@ -396,6 +398,9 @@ async function main(): Promise<void> {
     '',
     `Convoy benchmark ${date.toISOString()}${opts.quick ? ' (QUICK smoke run, not representative)' : ''}`,
     `machine: ${String(machine.cpu_model)}, nproc ${String(machine.nproc)}, ${String(machine.kernel)}`,
+    ...(sides.some((s) => s.kind === 'convoy')
+      ? [`convoy started as: node ${[...convoyNodeFlags(), path.relative(root, convoyMain(root))].join(' ')} run --config FILE`]
+      : []),
     `node ${String(machine.node)}, mosquitto ${String(machine.mosquitto)}, convoy ${String(machine.convoy_version)} (${String(machine.convoy_commit)})`,
     `medians of ${opts.runs} interleaved run(s) per broker; ratio = ${sa.label}/${sb.label} ` +
       `(for "higher is better" > 1 means ${sa.label} is better, for "lower is better" < 1 means ${sa.label} is better)`,
@@ -434,6 +439,7 @@ async function main(): Promise<void> {
         convoy: convoyConfig(0, '<tmpdir>/data').replace('port = 0', 'port = <free port>'),
         mosquitto: mosquittoConfig(0).replace('listener 0', 'listener <free port>'),
         max_inflight: MAX_INFLIGHT,
+        convoy_command: ['node', ...convoyNodeFlags(), path.relative(root, convoyMain(root)), 'run', '--config', '<file>'].join(' '),
       },
       table: results.map((r) => ({
         scenario: r.scenario,

@@ -6,6 +6,9 @@ import { Metrics } from '../diagnostics/metrics.js';
 import type { ConnectPacket, QoS, Will } from '../mqtt/packets.js';
 import { Reason } from '../mqtt/reason-codes.js';
 import { Connection } from './connection.js';
+import { Journal } from './journal.js';
+import type { StateStore, StoredState } from '../store/state-store.js';
+import { parseSharedFilter } from '../mqtt/topic.js';
 import type { EnhancedAuthMethod } from './enhanced-auth.js';
 import { SESSION_NEVER_EXPIRES } from './handlers/connect.js';
 import { createMessage, type InternalPublish, type Message } from './message.js';
@@ -63,6 +66,8 @@ export interface BrokerOptions {
   log: Logger;
   version: string;
   sessions?: SessionStore;
+  /** Durable state; without it the broker keeps everything in memory only. */
+  store?: StateStore;
 }
 
 /** Authentication hook: resolve to accept, throw a ProtocolError with the refusal reason. */
@@ -82,6 +87,11 @@ export class Broker {
   /** Connected (CONNACK sent) connections by client id. */
   readonly clients = new Map<string, Connection>();
   authenticator: Authenticator | null = null;
+  /** Durable journal of sessions and retained messages, when a store is configured. */
+  readonly journal: Journal | null;
+  /** Connections holding acknowledgements for the commit batch being formed. */
+  private heldAckConns: Connection[] = [];
+  private ackBatch = 1;
   /** MQTT 5 enhanced authentication methods by name. */
   readonly authMethods = new Map<string, EnhancedAuthMethod>();
   /** MQTT 5 wills waiting for their delay interval [MQTT-3.1.3-9], by client id. */
@@ -93,6 +103,7 @@ export class Broker {
   private flushScheduled = false;
   private readonly sweeper: NodeJS.Timeout;
   private closing = false;
+  private lastStoreRetry = 0;
 
   constructor(opts: BrokerOptions) {
     this.limits = { ...defaultLimits, ...opts.limits };
@@ -101,6 +112,12 @@ export class Broker {
     this.sessions = opts.sessions ?? new MemorySessionStore(
       { maxQueuedMessages: this.limits.maxQueuedMessages, maxQueuedBytes: this.limits.maxQueuedBytes }, this.metrics);
     this.router = new Router((id) => this.sessions.get(id));
+    this.journal = null;
+    if (opts.store) {
+      const state = opts.store.load();
+      this.journal = new Journal(opts.store, state.lastMessageId);
+      this.restore(state);
+    }
     this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
     this.sweeper.unref();
   }
@@ -147,6 +164,7 @@ export class Broker {
     const delayed = this.delayedWills.get(clientId);
     if (delayed) {
       this.delayedWills.delete(clientId);
+      this.journal?.deleteDelayedWill(clientId);
       if (p.clean) this.publishWill(delayed.will, clientId);
     }
     let session = this.sessions.get(clientId);
@@ -157,6 +175,7 @@ export class Broker {
     const sessionPresent = session !== undefined;
     session ??= this.sessions.create(clientId);
     this.offline.delete(session);
+    this.journalSession(session, expiry, 0);
     session.expiryInterval = expiry;
     session.disconnectedAt = 0;
     session.link = conn;
@@ -177,7 +196,9 @@ export class Broker {
     if (conn.will && !conn.disconnectReceived) {
       const delay = conn.will.properties?.willDelayInterval ?? 0;
       if (delay > 0 && session?.persistent) {
-        this.delayedWills.set(clientId, { will: conn.will, dueAt: Date.now() + delay * 1000 });
+        const dueAt = Date.now() + delay * 1000;
+        this.delayedWills.set(clientId, { will: conn.will, dueAt });
+        this.journal?.putDelayedWill(clientId, conn.will, dueAt);
       } else {
         this.publishWill(conn.will, clientId);
       }
@@ -188,6 +209,7 @@ export class Broker {
       if (session.persistent) {
         session.disconnectedAt = Date.now();
         this.offline.add(session);
+        this.journalSession(session, session.expiryInterval, session.disconnectedAt);
       } else {
         this.destroySession(session, true);
       }
@@ -226,6 +248,10 @@ export class Broker {
     if (delayed && sendDelayedWill) {
       this.delayedWills.delete(clientId);
       this.publishWill(delayed.will, clientId);
+    }
+    if (session.journal) {
+      this.journal?.deleteSession(clientId); // cascades to its deliveries, QoS 2 ids and delayed will
+      session.journal = null;
     }
     for (const d of session.takeUndelivered()) this.redeliverShared(d);
   }
@@ -289,14 +315,14 @@ export class Broker {
   private storeRetained(msg: Message): void {
     // An empty payload clears the retained message [MQTT-3.3.1-10], [MQTT-3.3.1-11].
     if (msg.payloadEnd === msg.payloadStart) {
-      this.retained.delete(msg.topic);
+      if (this.retained.delete(msg.topic)) this.journal?.deleteRetained(msg.topic);
       return;
     }
     // Kept long: copy out of the (possibly large, shared) read buffer.
     const payload = Buffer.from(msg.payloadBuf.subarray(msg.payloadStart, msg.payloadEnd));
-    this.retained.set(msg.topic, {
-      ...msg, topicBuf: null, topicOffset: 0, payloadBuf: payload, payloadStart: 0, payloadEnd: payload.length,
-    });
+    const kept: Message = { ...msg, topicBuf: null, topicOffset: 0, payloadBuf: payload, payloadStart: 0, payloadEnd: payload.length, storeId: 0 };
+    this.retained.set(msg.topic, kept);
+    this.journal?.putRetained(kept);
   }
 
   /** Retained messages matching a new subscription, with the retain flag set [MQTT-3.3.1-8]. */
@@ -306,6 +332,7 @@ export class Broker {
     this.retained.match(sub.filter, (topic, msg) => {
       if (msg.expiresAt !== 0 && msg.expiresAt <= now) {
         this.retained.delete(topic);
+        this.journal?.deleteRetained(topic);
         return;
       }
       session.deliver(msg, msg.qos < sub.qos ? msg.qos : sub.qos, true, subIds);
@@ -339,9 +366,120 @@ export class Broker {
   }
 
   flush(): void {
+    if (this.heldAckConns.length > 0) this.commitHeldAcks();
     const list = this.dirty;
     for (let i = 0; i < list.length; i++) list[i]!.flush();
     list.length = 0;
+  }
+
+  // --- durability ----------------------------------------------------------------------------
+
+  /** Registers a held ack for the batch being formed; returns that batch's number. */
+  holdAck(conn: Connection): number {
+    const list = this.heldAckConns;
+    if (list.length === 0 || list[list.length - 1] !== conn) list.push(conn);
+    return this.ackBatch;
+  }
+
+  /** One commit for everything written this turn; its acks are sent when it is durable. */
+  private commitHeldAcks(): void {
+    const journal = this.journal!;
+    const conns = this.heldAckConns;
+    const batch = this.ackBatch++;
+    this.heldAckConns = [];
+    journal.wrote = false;
+    journal.store.commit().then(
+      () => {
+        this.enter();
+        try {
+          for (const c of conns) c.releaseAcks(batch);
+        } finally {
+          this.leave();
+        }
+      },
+      (err: unknown) => {
+        this.log.error({ err: String(err), fault: journal.store.fault }, 'store commit failed: refusing the messages of this batch');
+        this.enter();
+        try {
+          for (const c of conns) c.refuseAcks(batch);
+        } finally {
+          this.leave();
+        }
+      },
+    );
+  }
+
+  /** Whether a QoS>0 message on this topic would have to be stored (retained or for a persistent session). */
+  needsStorage(topic: string, retain: boolean): boolean {
+    if (retain) return true;
+    const route = this.router.route(topic);
+    for (const t of route.targets) if (t.qos > 0 && t.session.journal) return true;
+    for (const g of route.shared) for (const m of g.members) if (m.qos > 0 && this.sessions.get(m.clientId)?.journal) return true;
+    return false;
+  }
+
+  /** Keeps the store's copy of a session in step with whether it is persistent. */
+  private journalSession(session: Session, expiry: number, disconnectedAt: number): void {
+    const journal = this.journal;
+    if (!journal) return;
+    if (expiry > 0) {
+      session.journal = journal;
+      journal.putSession(session.clientId, expiry, disconnectedAt);
+      return;
+    }
+    if (session.journal) {
+      // It stops being persistent: the stored copy goes; memory keeps it until the connection ends.
+      journal.deleteSession(session.clientId);
+      session.journal = null;
+    }
+  }
+
+  /** Rebuilds sessions, subscriptions, queues and retained messages from the store at start. */
+  private restore(state: StoredState): void {
+    const now = Date.now();
+    const messages = new Map<number, Message>();
+    const messageOf = (id: number): Message | undefined => {
+      let m = messages.get(id);
+      if (!m) {
+        const s = state.messages.get(id);
+        if (!s) return undefined;
+        m = createMessage({ topic: s.topic, payload: s.payload, qos: s.qos, retain: s.retain, properties: s.properties }, s.senderId, s.receivedAt);
+        m.expiresAt = s.expiresAt;
+        m.storeId = id;
+        messages.set(id, m);
+      }
+      return m;
+    };
+    for (const r of state.retained) {
+      const m = createMessage({ topic: r.topic, payload: r.payload, qos: r.qos, retain: true, properties: r.properties }, r.senderId, r.receivedAt);
+      m.expiresAt = r.expiresAt;
+      this.retained.set(r.topic, m);
+    }
+    for (const s of state.sessions) {
+      const session = this.sessions.create(s.clientId);
+      session.expiryInterval = s.expiryInterval;
+      // A session whose client was connected at the crash counts as disconnected from now.
+      session.disconnectedAt = s.disconnectedAt || now;
+      session.journal = this.journal;
+      for (const sub of s.subscriptions) {
+        const full: Subscription = { clientId: s.clientId, ...sub };
+        const shared = parseSharedFilter(sub.filter);
+        if (shared) full.shareGroup = shared.group;
+        session.subscriptions.set(sub.filter, full);
+        this.router.subscribe(full);
+      }
+      for (const d of s.deliveries) {
+        const msg = messageOf(d.messageId);
+        if (!msg) continue;
+        session.restoreDelivery({ msg, qos: d.qos, retain: d.retain, subIds: d.subIds, shareKey: d.shareKey, seq: d.seq }, d.state, d.packetId);
+      }
+      for (const id of s.incomingQos2) session.incomingQos2.add(id);
+      if (s.delayedWill) this.delayedWills.set(s.clientId, s.delayedWill);
+      this.offline.add(session);
+    }
+    if (state.sessions.length > 0 || state.retained.length > 0) {
+      this.log.info({ sessions: state.sessions.length, retained: state.retained.length, messages: state.messages.size }, 'state restored from the store');
+    }
   }
 
   // --- time ----------------------------------------------------------------------------------
@@ -365,8 +503,17 @@ export class Broker {
       for (const [clientId, w] of this.delayedWills) {
         if (now >= w.dueAt) {
           this.delayedWills.delete(clientId);
+          this.journal?.deleteDelayedWill(clientId);
           this.publishWill(w.will, clientId);
         }
+      }
+      // A store that failed (disk full) retries its kept batch until space returns.
+      if (this.journal?.store.fault && now - this.lastStoreRetry >= 1000) {
+        this.lastStoreRetry = now;
+        this.journal.store.commit().then(
+          () => this.log.info('store writable again'),
+          () => undefined,
+        );
       }
       for (const s of this.offline) {
         if (s.expiryInterval !== SESSION_NEVER_EXPIRES && now - s.disconnectedAt >= s.expiryInterval * 1000) {
@@ -402,5 +549,9 @@ export class Broker {
     }
     await Promise.race([Promise.all(closed), new Promise((r) => setTimeout(r, 3000).unref())]);
     for (const conn of this.connections) conn.transport.destroy();
+    if (this.journal) {
+      await this.journal.store.commit().catch((err: unknown) => this.log.error({ err: String(err) }, 'final store commit failed'));
+      this.journal.store.close();
+    }
   }
 }

@@ -44,6 +44,13 @@ export class Connection implements FrameSink, SessionLink {
   topicAliases: Map<number, string> | null = null;
   /** Set while CONNECT waits for the client's next AUTH packet (enhanced authentication). */
   authWaiter: { resolve: (p: AuthPacket) => void; reject: (e: Error) => void } | null = null;
+  /**
+   * Acknowledgements waiting for a durable commit, in the order they must be sent [MQTT-4.6.0-2]:
+   * each as packet type * 65536 + packet id, with its reason code and the commit batch it waits for.
+   */
+  private readonly heldAcks: number[] = [];
+  private readonly heldReasons: number[] = [];
+  private readonly heldBatches: number[] = [];
   /** In the broker's list of connections with bytes to write. */
   dirty = false;
   readonly out = new OutBuffer();
@@ -223,6 +230,58 @@ export class Connection implements FrameSink, SessionLink {
       out.messageExpiryInterval = Math.max(0, left);
     }
     return out;
+  }
+
+  /**
+   * Sends PUBACK, PUBREC or PUBCOMP, or holds it until the store has committed what this turn
+   * wrote: a message is acknowledged only once it is durable. Held acks keep their order.
+   */
+  ack(type: 4 | 5 | 7, packetId: number, reason = 0): void {
+    const journal = this.broker.journal;
+    if (journal && (journal.wrote || this.heldAcks.length > 0)) {
+      this.heldAcks.push(type * 65536 + packetId);
+      this.heldReasons.push(reason);
+      this.heldBatches.push(this.broker.holdAck(this));
+      return;
+    }
+    writeAck(this.out, type, packetId, this.version, reason);
+    this.touch();
+  }
+
+  /** The commit of `batch` succeeded: send every ack held for it or earlier. */
+  releaseAcks(batch: number): void {
+    this.sendHeld(batch, false);
+  }
+
+  /**
+   * The commit of `batch` failed (disk full): the messages are not durable. MQTT 5 clients get
+   * 0x97 quota exceeded; a 3.1.1 client, which has no such code, is disconnected without the
+   * acknowledgement and will resend.
+   */
+  refuseAcks(batch: number): void {
+    if (this.version !== 5) {
+      this.heldAcks.length = this.heldReasons.length = this.heldBatches.length = 0;
+      this.close(Reason.QuotaExceeded, 'the message store cannot write (disk full)');
+      return;
+    }
+    this.sendHeld(batch, true);
+  }
+
+  private sendHeld(batch: number, refuse: boolean): void {
+    if (this.isClosed()) return;
+    let n = 0;
+    while (n < this.heldAcks.length && this.heldBatches[n]! <= batch) {
+      const v = this.heldAcks[n]!;
+      const type = Math.floor(v / 65536) as 4 | 5 | 7;
+      const reason = refuse && type !== PacketType.PUBCOMP ? Reason.QuotaExceeded : this.heldReasons[n]!;
+      writeAck(this.out, type, v & 0xffff, this.version, reason);
+      n++;
+    }
+    if (n === 0) return;
+    this.heldAcks.splice(0, n);
+    this.heldReasons.splice(0, n);
+    this.heldBatches.splice(0, n);
+    this.touch();
   }
 
   sendPubrel(packetId: number): void {

@@ -14,6 +14,8 @@ export interface Message extends PublishSource {
   receivedAt: number;
   /** Date.now() after which the message must not be delivered; 0 = never ([MQTT-3.3.2-5]). */
   expiresAt: number;
+  /** Id in the durable store once written there; 0 until then. */
+  storeId: number;
 }
 
 /** Application properties a broker forwards; topic alias and subscription ids are per hop. */
@@ -43,6 +45,7 @@ export function messageFromPacket(packet: PublishPacket, topic: string, senderId
     senderId,
     receivedAt: now,
     expiresAt: expiry !== undefined ? now + expiry * 1000 : 0,
+    storeId: 0,
   };
 }
 
@@ -73,6 +76,7 @@ export function createMessage(p: InternalPublish, senderId: string, now = Date.n
     senderId,
     receivedAt: now,
     expiresAt: expiry !== undefined ? now + expiry * 1000 : 0,
+    storeId: 0,
   };
 }
 

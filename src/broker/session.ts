@@ -5,6 +5,7 @@ import type { Metrics } from '../diagnostics/metrics.js';
 import type { QoS, Will } from '../mqtt/packets.js';
 import type { Subscription } from './subscriptions.js';
 import { payloadLength, type Message } from './message.js';
+import type { Journal } from './journal.js';
 
 /** Where a session sends packets: implemented by Connection. */
 export interface SessionLink {
@@ -26,6 +27,8 @@ export interface Delivery {
   subIds: number[] | undefined;
   /** Set when delivered through a shared subscription: the group key, for re-sending elsewhere. */
   shareKey: string | undefined;
+  /** Order within the session in the durable store; 0 while not stored. */
+  seq: number;
 }
 
 export interface Inflight extends Delivery {
@@ -57,6 +60,10 @@ export class Session {
   /** Date.now() of the last disconnect, or 0 while connected. */
   disconnectedAt = 0;
   will: Will | undefined;
+  /** Set while the session is persistent and the broker has a durable store. */
+  journal: Journal | null = null;
+  /** Last delivery sequence number given out (durable order). */
+  nextSeq = 0;
 
   constructor(clientId: string, private readonly limits: SessionLimits, private readonly metrics: Metrics) {
     this.clientId = clientId;
@@ -90,10 +97,10 @@ export class Session {
       return;
     }
     if (link && this.queueHead === this.queue.length && this.inflight.size < link.sendWindow && link.writable) {
-      this.sendNew({ msg, qos, retain, subIds, shareKey }, link);
+      this.sendNew({ msg, qos, retain, subIds, shareKey, seq: 0 }, link);
       return;
     }
-    this.enqueue({ msg, qos, retain, subIds, shareKey });
+    this.enqueue({ msg, qos, retain, subIds, shareKey, seq: 0 });
   }
 
   private enqueue(d: Delivery): void {
@@ -106,12 +113,23 @@ export class Session {
     }
     this.queue.push(d);
     this.queuedBytes += size;
+    if (this.journal) {
+      d.seq = ++this.nextSeq;
+      this.journal.putDelivery(this.clientId, d, 'queued', 0);
+    }
   }
 
   private sendNew(d: Delivery, link: SessionLink): void {
     const id = this.allocatePacketId();
     if (link.sendPublish(d.msg, d.qos, d.retain, false, id, d.subIds)) {
-      this.inflight.set(id, { msg: d.msg, qos: d.qos, retain: d.retain, subIds: d.subIds, shareKey: d.shareKey, state: 'publish' });
+      const f: Inflight = { msg: d.msg, qos: d.qos, retain: d.retain, subIds: d.subIds, shareKey: d.shareKey, seq: d.seq, state: 'publish' };
+      this.inflight.set(id, f);
+      if (this.journal) {
+        if (f.seq === 0) f.seq = ++this.nextSeq;
+        this.journal.putDelivery(this.clientId, f, 'publish', id);
+      }
+    } else if (d.seq !== 0) {
+      this.journal?.deleteDelivery(this.clientId, d.seq);
     }
   }
 
@@ -126,6 +144,7 @@ export class Session {
       this.queuedBytes -= payloadLength(d.msg) + d.msg.topicLength;
       if (d.msg.expiresAt !== 0 && d.msg.expiresAt <= now) {
         this.metrics.drop('expired');
+        if (d.seq !== 0) this.journal?.deleteDelivery(this.clientId, d.seq);
         continue;
       }
       this.sendNew(d, link);
@@ -139,11 +158,46 @@ export class Session {
     }
   }
 
+  addSubscription(sub: Subscription): void {
+    this.subscriptions.set(sub.filter, sub);
+    this.journal?.putSubscription(this.clientId, sub);
+  }
+
+  removeSubscription(filter: string): boolean {
+    if (!this.subscriptions.delete(filter)) return false;
+    this.journal?.deleteSubscription(this.clientId, filter);
+    return true;
+  }
+
+  /** A QoS 2 message was received and will be PUBREC'd; its id is now in use [MQTT-4.3.3-2]. */
+  addIncomingQos2(packetId: number): void {
+    this.incomingQos2.add(packetId);
+    this.journal?.putIncomingQos2(this.clientId, packetId);
+  }
+
+  removeIncomingQos2(packetId: number): boolean {
+    if (!this.incomingQos2.delete(packetId)) return false;
+    this.journal?.deleteIncomingQos2(this.clientId, packetId);
+    return true;
+  }
+
+  /** Rebuilds state from the durable store at start (deliveries in seq order). */
+  restoreDelivery(d: Delivery, state: 'queued' | 'publish' | 'pubrel', packetId: number): void {
+    if (d.seq > this.nextSeq) this.nextSeq = d.seq;
+    if (state === 'queued') {
+      this.queue.push(d);
+      this.queuedBytes += payloadLength(d.msg) + d.msg.topicLength;
+    } else {
+      this.inflight.set(packetId, { ...d, state });
+    }
+  }
+
   /** PUBACK (QoS 1) or PUBCOMP (QoS 2) for an outgoing message. False if it was not in flight. */
   complete(packetId: number, expect: 'publish' | 'pubrel', qos: QoS): boolean {
     const f = this.inflight.get(packetId);
     if (!f || f.state !== expect || f.qos !== qos) return false;
     this.inflight.delete(packetId);
+    if (f.seq !== 0) this.journal?.deleteDelivery(this.clientId, f.seq);
     return true;
   }
 
@@ -152,6 +206,7 @@ export class Session {
     const f = this.inflight.get(packetId);
     if (!f || f.qos !== 2 || f.state !== 'publish') return false;
     f.state = 'pubrel';
+    if (f.seq !== 0) this.journal?.putDelivery(this.clientId, f, 'pubrel', packetId);
     return true;
   }
 

@@ -7,7 +7,8 @@ export type DropReason =
   | 'offline_qos0'        // QoS 0 for a disconnected persistent session (not queued, as Mosquitto)
   | 'expired'             // MQTT 5 message expiry passed while queued
   | 'too_large'           // larger than the client's maximum packet size (MQTT 5)
-  | 'session_expired';    // queued when the session expired
+  | 'session_expired'     // queued when the session expired
+  | 'store_unavailable';  // refused because the durable store cannot write (disk full, read-only)
 
 export class Metrics {
   readonly startedAt = Date.now();
@@ -22,7 +23,7 @@ export class Metrics {
   protocolErrors = 0;
   publishDropped = 0;
   readonly dropped: Record<DropReason, number> = {
-    queue_full: 0, slow_subscriber: 0, offline_qos0: 0, expired: 0, too_large: 0, session_expired: 0,
+    queue_full: 0, slow_subscriber: 0, offline_qos0: 0, expired: 0, too_large: 0, session_expired: 0, store_unavailable: 0,
   };
 
   drop(reason: DropReason, n = 1): void {

@@ -117,7 +117,7 @@ export function summary(p: AnyPacket): { topic: string; payload: string; qos: nu
 /** Asserts nothing else arrives (a PINGREQ round trip). */
 export async function expectNothingMore(c: RawClient): Promise<void> {
   const extra = await c.nothingPendingAfterPing();
-  expect(extra.map((p) => `${p.cmd} ${String(p.topic ?? '')}`)).to.deep.equal([]);
+  expect(extra.map((p) => `${p.cmd} ${typeof p.topic === 'string' ? p.topic : ''}`)).to.deep.equal([]);
 }
 
 /** DISCONNECT and await the server closing the connection (the session is then offline). */

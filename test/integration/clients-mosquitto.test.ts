@@ -39,7 +39,8 @@ describe('Mosquitto command-line clients (mosquitto_pub / mosquitto_sub 2.x)', (
 
   /** mosquitto_sub, resolved once its SUBACK arrived (printed by -d). */
   async function sub(topic: string, qos: QoS, count: number, extra: string[] = [], version: Version = 'mqttv311'): Promise<Proc> {
-    const p = procs.start('mosquitto_sub', [...common(), '-V', version, '-d', '-t', topic, '-q', String(qos), '-C', String(count),
+    // stdbuf: line-buffered stdout, so the SUBACK line is seen when it is printed (stdbuf execs, same pid).
+    const p = procs.start('stdbuf', ['-oL', 'mosquitto_sub', ...common(), '-V', version, '-d', '-t', topic, '-q', String(qos), '-C', String(count),
       '-F', 'M|%t|%q|%r|%p', ...extra]);
     await p.waitForStdout(/received SUBACK/);
     return p;

@@ -14,7 +14,7 @@ import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { RawClient } from '../helpers/raw-client.js';
 
 const BASE_SEED = 0x5eed_c0de;
-const CASES_PER_KIND = 800;
+const CASES_PER_KIND = 1000;
 const CONCURRENCY = 48;
 
 // --- seeded randomness ----------------------------------------------------------------------
@@ -297,7 +297,8 @@ describe('fuzz: random and mutated input over real sockets', function () {
   const onUncaught = (err: unknown): void => {
     uncaught.push(err);
   };
-  const realFail = Connection.prototype.fail;
+  type Fail = (this: Connection, err: ProtocolError) => void;
+  const realFail = Object.getOwnPropertyDescriptor(Connection.prototype, 'fail')!.value as Fail;
 
   before(async () => {
     gw = await startTestGateway({ limits: { max_packet_size: 64 * 1024, max_queued_messages: 100 } });

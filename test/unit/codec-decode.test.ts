@@ -116,7 +116,7 @@ describe('codec: decode client packets', () => {
 
       for (const cmd of ['puback', 'pubrec', 'pubrel', 'pubcomp'] as const) {
         it(`${cmd.toUpperCase()}`, () => {
-          const a = roundTrip<AckPacket>({ cmd, messageId: 4242 } as mqttPacket.Packet, version);
+          const a = roundTrip<AckPacket>({ cmd, messageId: 4242 }, version);
           expect(a).to.deep.equal({ type: cmd, packetId: 4242, reasonCode: 0 });
         });
       }
@@ -230,7 +230,7 @@ describe('codec: decode client packets', () => {
     for (const cmd of ['puback', 'pubrec', 'pubrel', 'pubcomp'] as const) {
       it(`${cmd.toUpperCase()} with reason code and reason string`, () => {
         const code = cmd === 'pubrel' || cmd === 'pubcomp' ? 0x92 : 0x10;
-        const a = roundTrip<AckPacket>({ cmd, messageId: 77, reasonCode: code, properties: { reasonString: 'why' } } as mqttPacket.Packet, 5);
+        const a = roundTrip<AckPacket>({ cmd, messageId: 77, reasonCode: code, properties: { reasonString: 'why' } }, 5);
         expect(a).to.deep.equal({ type: cmd, packetId: 77, reasonCode: code, properties: { reasonString: 'why' } });
       });
     }

@@ -13,13 +13,11 @@ type Parsed = mqttPacket.Packet & Record<string, unknown>;
 function parseAll(bytes: Buffer, version: ProtocolVersion): Parsed[] {
   const parser = mqttPacket.parser({ protocolVersion: version });
   const out: Parsed[] = [];
-  let error: Error | null = null;
+  const errors: Error[] = [];
   parser.on('packet', (p: mqttPacket.Packet) => out.push(p as Parsed));
-  parser.on('error', (e: Error) => {
-    error = e;
-  });
+  parser.on('error', (e: Error) => errors.push(e));
   parser.parse(bytes);
-  if (error) throw error;
+  if (errors.length > 0) throw errors[0]!;
   return out;
 }
 

@@ -41,9 +41,8 @@ export function handlePubrec(conn: Connection, p: AckPacket): void {
  * may be a retransmission after the broker already completed it [MQTT-4.3.3-2].
  */
 export function handlePubrel(conn: Connection, p: AckPacket): void {
-  const known = conn.session!.incomingQos2.delete(p.packetId);
-  writeAck(conn.out, PacketType.PUBCOMP, p.packetId, conn.version, known || conn.version !== 5 ? 0 : Reason.PacketIdentifierNotFound);
-  conn.touch();
+  const known = conn.session!.removeIncomingQos2(p.packetId);
+  conn.ack(PacketType.PUBCOMP, p.packetId, known || conn.version !== 5 ? 0 : Reason.PacketIdentifierNotFound);
 }
 
 /** PUBCOMP ends a QoS 2 delivery. */

@@ -1,7 +1,6 @@
 // PUBLISH from a client: resolve the topic (alias), validate, hand the message to the broker's
 // one publish path, and acknowledge by QoS ([MQTT-4.3.1] .. [MQTT-4.3.3]).
 import { isUtf8 } from 'node:buffer';
-import { writeAck } from '../../mqtt/codec/encode.js';
 import { ProtocolError } from '../../mqtt/errors.js';
 import { PacketType, type PublishPacket } from '../../mqtt/packets.js';
 import { Reason } from '../../mqtt/reason-codes.js';
@@ -39,6 +38,13 @@ export function handlePublish(conn: Connection, p: PublishPacket): void {
   const invalid = validateTopicName(topic, limits.maxTopicLength, limits.maxTopicLevels);
   if (invalid) throw new ProtocolError(Reason.TopicNameInvalid, `PUBLISH topic "${topic.slice(0, 100)}": ${invalid}`);
   broker.metrics.publishReceived++;
+  if (p.qos > 0 && broker.journal?.store.fault && broker.needsStorage(topic, p.retain)) {
+    // The store cannot write (disk full): refuse rather than acknowledge what cannot be kept.
+    if (conn.version !== 5) throw new ProtocolError(Reason.QuotaExceeded, `message store cannot write (${broker.journal.store.fault}): "${topic}" refused`);
+    broker.metrics.drop('store_unavailable');
+    conn.ack(p.qos === 1 ? PacketType.PUBACK : PacketType.PUBREC, p.packetId, Reason.QuotaExceeded);
+    return;
+  }
 
   if (p.qos === 0) {
     broker.publish(messageFromPacket(p, topic, conn.clientId, Date.now()));
@@ -46,8 +52,7 @@ export function handlePublish(conn: Connection, p: PublishPacket): void {
   }
   if (p.qos === 1) {
     if (reason === Reason.Success) broker.publish(messageFromPacket(p, topic, conn.clientId, Date.now()));
-    writeAck(conn.out, PacketType.PUBACK, p.packetId, conn.version, reason);
-    conn.touch();
+    conn.ack(PacketType.PUBACK, p.packetId, reason);
     return;
   }
   // QoS 2: a packet id awaiting PUBREL is a retransmission, not a new message [MQTT-4.3.3-2].
@@ -57,9 +62,8 @@ export function handlePublish(conn: Connection, p: PublishPacket): void {
         throw new ProtocolError(Reason.ReceiveMaximumExceeded, `more than ${limits.receiveMaximum} QoS 2 messages awaiting PUBREL [MQTT-3.3.4-9]`);
       }
       broker.publish(messageFromPacket(p, topic, conn.clientId, Date.now()));
-      session.incomingQos2.add(p.packetId);
+      session.addIncomingQos2(p.packetId);
     }
   }
-  writeAck(conn.out, PacketType.PUBREC, p.packetId, conn.version, reason);
-  conn.touch();
+  conn.ack(PacketType.PUBREC, p.packetId, reason);
 }

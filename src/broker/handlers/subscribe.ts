@@ -38,7 +38,7 @@ export function handleSubscribe(conn: Connection, p: SubscribePacket): void {
     if (shared) sub.shareGroup = shared.group;
     const existed = session.subscriptions.has(req.filter);
     // A subscription to an existing filter replaces it [MQTT-3.8.4-3].
-    session.subscriptions.set(req.filter, sub);
+    session.addSubscription(sub);
     broker.router.subscribe(sub);
     codes.push(qos);
     // Retained messages: never for shared subscriptions [MQTT-3.8.4-?]; retain handling 1 only

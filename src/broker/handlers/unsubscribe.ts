@@ -8,7 +8,7 @@ export function handleUnsubscribe(conn: Connection, p: UnsubscribePacket): void 
   const session = conn.session!;
   const codes: number[] = [];
   for (const filter of p.filters) {
-    const existed = session.subscriptions.delete(filter);
+    const existed = session.removeSubscription(filter);
     if (existed) conn.broker.router.unsubscribe(conn.clientId, filter);
     codes.push(existed ? Reason.Success : Reason.NoSubscriptionExisted);
   }

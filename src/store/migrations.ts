@@ -1,0 +1,109 @@
+// Schema migrations for the SQLite store (convoy.db). `PRAGMA user_version` holds how many steps
+// have run: step i (0-based) takes the database from version i to version i + 1. Steps are only
+// ever appended; a released step is never edited (a database in the field has already run it).
+//
+// Design notes:
+// - No FOREIGN KEY constraints: the store applies a batch as one transaction and retries a failed
+//   batch, so a constraint that could fail would wedge every later commit behind it. deleteSession
+//   cascades explicitly instead.
+// - Small, hot tables keyed by (client_id, …) are WITHOUT ROWID: one B-tree per table instead of a
+//   rowid table plus its primary-key index, so fewer pages are written per commit.
+// - messages keeps its INTEGER PRIMARY KEY (the broker's id); deliveries_by_message lets the
+//   garbage collector find whether a message is still referenced without a scan.
+
+export interface Migration {
+  /** What the step does, for the log. */
+  description: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    description: 'initial schema: sessions, subscriptions, messages, deliveries, incoming QoS 2, delayed wills, retained',
+    sql: `
+      CREATE TABLE sessions (
+        client_id TEXT PRIMARY KEY NOT NULL,
+        expiry_interval INTEGER NOT NULL,
+        disconnected_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+
+      CREATE TABLE subscriptions (
+        client_id TEXT NOT NULL,
+        filter TEXT NOT NULL,
+        qos INTEGER NOT NULL,
+        no_local INTEGER NOT NULL,
+        retain_as_published INTEGER NOT NULL,
+        retain_handling INTEGER NOT NULL,
+        subscription_id INTEGER,
+        PRIMARY KEY (client_id, filter)
+      ) WITHOUT ROWID;
+
+      CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        properties TEXT,
+        sender TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+      );
+
+      CREATE TABLE deliveries (
+        client_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        message_id INTEGER NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        sub_ids TEXT,
+        share_key TEXT,
+        state INTEGER NOT NULL,
+        packet_id INTEGER NOT NULL,
+        PRIMARY KEY (client_id, seq)
+      ) WITHOUT ROWID;
+      CREATE INDEX deliveries_by_message ON deliveries (message_id);
+
+      CREATE TABLE incoming_qos2 (
+        client_id TEXT NOT NULL,
+        packet_id INTEGER NOT NULL,
+        PRIMARY KEY (client_id, packet_id)
+      ) WITHOUT ROWID;
+
+      CREATE TABLE delayed_wills (
+        client_id TEXT PRIMARY KEY NOT NULL,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        properties TEXT,
+        due_at INTEGER NOT NULL
+      );
+
+      CREATE TABLE retained (
+        topic TEXT PRIMARY KEY NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        properties TEXT,
+        sender TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+      );
+    `,
+  },
+];
+
+/** The schema version this program writes and understands. */
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** The tables a database at SCHEMA_VERSION must have (checked at open, with their columns). */
+export const EXPECTED_TABLES: Readonly<Record<string, readonly string[]>> = {
+  sessions: ['client_id', 'expiry_interval', 'disconnected_at'],
+  subscriptions: ['client_id', 'filter', 'qos', 'no_local', 'retain_as_published', 'retain_handling', 'subscription_id'],
+  messages: ['id', 'topic', 'payload', 'qos', 'retain', 'properties', 'sender', 'received_at', 'expires_at'],
+  deliveries: ['client_id', 'seq', 'message_id', 'qos', 'retain', 'sub_ids', 'share_key', 'state', 'packet_id'],
+  incoming_qos2: ['client_id', 'packet_id'],
+  delayed_wills: ['client_id', 'topic', 'payload', 'qos', 'retain', 'properties', 'due_at'],
+  retained: ['topic', 'payload', 'qos', 'retain', 'properties', 'sender', 'received_at', 'expires_at'],
+};
