@@ -87,8 +87,10 @@ function checkWildcards(filter: string, start: number): string | null {
 
 /**
  * Validates a SUBSCRIBE / UNSUBSCRIBE topic filter, including MQTT 5 shared subscriptions
- * `$share/GROUP/FILTER` [MQTT-4.8.2-1] [MQTT-4.8.2-2]. Pass `allowShared = false` for MQTT 3.1.1
- * clients, for whom `$share/...` is an ordinary filter. Returns null when valid, else a reason.
+ * `$share/GROUP/FILTER` [MQTT-4.8.2-1] [MQTT-4.8.2-2]. The broker passes `allowShared = true` for every
+ * protocol version: like Mosquitto, a 3.1.1 client's `$share/...` subscription is a shared one, so
+ * 3.1.1 workers can share a queue too. `false` treats it as an ordinary filter. Returns null when
+ * valid, else a reason.
  */
 export function validateTopicFilter(
   filter: string,

@@ -30,7 +30,7 @@ async function subscribe5(c: RawClient, topic: string, qos: 0 | 1 | 2, messageId
 /** Asserts that nothing but the PINGRESP comes back to a PINGREQ. */
 async function expectNothingMore(c: RawClient): Promise<void> {
   const extra = await c.nothingPendingAfterPing();
-  expect(extra.map((p) => `${p.cmd} ${String(p.topic ?? '')}`)).to.deep.equal([]);
+  expect(extra.map((p) => `${p.cmd} ${(p.topic as string | undefined) ?? ''}`)).to.deep.equal([]);
 }
 
 /** Resolves once `seconds` have passed on the broker's clock: a delayed will is awaited [MQTT-3.1.3-9]. */

@@ -50,7 +50,7 @@ async function publish1(c: RawClient, topic: string, payload: string, retain = f
 
 async function expectNothingMore(c: RawClient): Promise<void> {
   const extra = await c.nothingPendingAfterPing();
-  expect(extra.map((p) => `${p.cmd} ${String(p.topic ?? '')} ${String(p.payload ?? '')}`)).to.deep.equal([]);
+  expect(extra.map((p) => `${p.cmd} ${(p.topic as string | undefined) ?? ''} ${(p.payload as Buffer | undefined)?.toString() ?? ''}`)).to.deep.equal([]);
 }
 
 function subIds(p: AnyPacket): number[] {

@@ -33,7 +33,7 @@ function will(topic: string, payload: string, properties: Record<string, unknown
 
 async function expectNothingMore(c: RawClient): Promise<void> {
   const extra = await c.nothingPendingAfterPing();
-  expect(extra.map((p) => `${p.cmd} ${String(p.topic ?? '')}`)).to.deep.equal([]);
+  expect(extra.map((p) => `${p.cmd} ${(p.topic as string | undefined) ?? ''}`)).to.deep.equal([]);
 }
 
 describe('MQTT 5 will messages', () => {

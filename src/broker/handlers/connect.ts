@@ -25,6 +25,8 @@ export function handleConnect(conn: Connection, packet: ConnectPacket): void {
 }
 
 async function connectSteps(conn: Connection, packet: ConnectPacket): Promise<void> {
+  // Known before anything can refuse the CONNECT: it decides whether the refusal carries a reason string.
+  if (packet.properties?.requestProblemInformation === 0) conn.requestProblemInformation = false;
   const assignedId = validate(conn, packet);
   const authData = await enhancedAuthentication(conn, packet, assignedId ?? packet.clientId);
   await conn.broker.authenticate(conn, packet);
@@ -121,7 +123,6 @@ function applyLimits(conn: Connection, p: ConnectPacket): void {
   if (props) {
     if (props.receiveMaximum !== undefined) conn.clientReceiveMaximum = props.receiveMaximum;
     if (props.maximumPacketSize !== undefined) conn.clientMaximumPacketSize = props.maximumPacketSize;
-    if (props.requestProblemInformation === 0) conn.requestProblemInformation = false;
   }
 }
 

@@ -16,6 +16,8 @@ export function handlePublish(conn: Connection, p: PublishPacket): void {
   let reason: number = Reason.Success;
   if (conn.version === 5) {
     const alias = p.properties?.topicAlias;
+    // A zero-length topic needs a topic alias (3.3.2.1).
+    if (topic.length === 0 && alias === undefined) throw new ProtocolError(Reason.ProtocolError, 'PUBLISH with an empty topic and no topic alias');
     if (alias !== undefined) {
       // [MQTT-3.3.2-8], [MQTT-3.3.2-9]: alias 0 or above the maximum we announced.
       if (alias === 0 || alias > limits.topicAliasMaximum) {

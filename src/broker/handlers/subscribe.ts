@@ -20,7 +20,7 @@ export function handleSubscribe(conn: Connection, p: SubscribePacket): void {
   const codes: number[] = [];
   const retainedFor: Subscription[] = [];
   for (const req of p.subscriptions) {
-    const invalid = validateTopicFilter(req.filter, limits.maxTopicLength, limits.maxTopicLevels);
+    const invalid = validateTopicFilter(req.filter, limits.maxTopicLength, limits.maxTopicLevels, true);
     if (invalid) {
       broker.log.info({ client: conn.clientId, filter: req.filter.slice(0, 100) }, `subscription refused: ${invalid}`);
       codes.push(v5 ? Reason.TopicFilterInvalid : FAILURE_311);

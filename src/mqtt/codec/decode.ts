@@ -238,9 +238,8 @@ export function readProperties(r: PacketReader, ctx: PropertyContext): Propertie
       const id = r.varint('property identifier');
       const def = id < 256 ? propertyById[id] : undefined;
       if (!def) throw r.malformed(`unknown property identifier 0x${id.toString(16)}`);
-      if (!def.allowed.has(ctx)) {
-        throw new ProtocolError(Reason.ProtocolError, `${r.what}: property ${def.key} is not allowed in ${ctx === 'will' ? 'will properties' : r.what}`);
-      }
+      // An identifier not valid for its packet type makes the packet malformed (2.2.2.2).
+      if (!def.allowed.has(ctx)) throw r.malformed(`property ${def.key} is not allowed in ${ctx === 'will' ? 'will properties' : r.what}`);
       if (!def.repeatable && bag[def.key] !== undefined) {
         throw new ProtocolError(Reason.ProtocolError, `${r.what}: property ${def.key} appears more than once`);
       }
