@@ -191,19 +191,7 @@ export class Broker {
     const clientId = conn.clientId;
     if (this.clients.get(clientId) === conn) this.clients.delete(clientId);
     const session = conn.session;
-    // [MQTT-3.1.2-8]: the will is published when the connection closes without DISCONNECT; an
-    // MQTT 5 will delay holds it until the delay passes or the session ends, whichever is first.
-    if (conn.will && !conn.disconnectReceived) {
-      const delay = conn.will.properties?.willDelayInterval ?? 0;
-      if (delay > 0 && session?.persistent) {
-        const dueAt = Date.now() + delay * 1000;
-        this.delayedWills.set(clientId, { will: conn.will, dueAt });
-        this.journal?.putDelayedWill(clientId, conn.will, dueAt);
-      } else {
-        this.publishWill(conn.will, clientId);
-      }
-    }
-    conn.will = undefined;
+    this.releaseWill(conn);
     if (session && session.link === conn) {
       session.link = null;
       if (session.persistent) {
@@ -220,6 +208,24 @@ export class Broker {
 
   connectionGone(conn: Connection): void {
     this.connections.delete(conn);
+  }
+
+  /**
+   * [MQTT-3.1.2-8]: the will is published when the connection closes without DISCONNECT; an
+   * MQTT 5 will delay holds it until the delay passes or the session ends, whichever is first.
+   */
+  private releaseWill(conn: Connection): void {
+    const will = conn.will;
+    conn.will = undefined;
+    if (!will || conn.disconnectReceived) return;
+    const delay = will.properties?.willDelayInterval ?? 0;
+    if (delay > 0 && conn.session?.persistent) {
+      const dueAt = Date.now() + delay * 1000;
+      this.delayedWills.set(conn.clientId, { will, dueAt });
+      this.journal?.putDelayedWill(conn.clientId, will, dueAt);
+    } else {
+      this.publishWill(will, conn.clientId);
+    }
   }
 
   private publishWill(will: Will, clientId: string): void {
@@ -534,9 +540,15 @@ export class Broker {
     const closed: Array<Promise<void>> = [];
     this.enter();
     try {
-      // In-memory sessions end with the process: delayed wills are due now.
-      for (const [clientId, w] of this.delayedWills) this.publishWill(w.will, clientId);
-      this.delayedWills.clear();
+      // Every will first, while all subscribers are still connected to receive them.
+      for (const conn of this.connections) if (conn.state === 'connected') this.releaseWill(conn);
+      // Without a store, sessions end with the process, so delayed wills are due now; with one
+      // they are kept and resume their delay after the restart.
+      if (!this.journal) {
+        for (const [clientId, w] of this.delayedWills) this.publishWill(w.will, clientId);
+        this.delayedWills.clear();
+      }
+      this.flush();
       for (const conn of this.connections) {
         closed.push(new Promise((resolve) => {
           if (conn.transport.destroyed) resolve();

@@ -215,6 +215,31 @@ export const sysSchema = z.strictObject({
   }),
 });
 
+export const storeSchema = z.strictObject({
+  enabled: bool({
+    default: true,
+    description:
+      'Keep sessions, queued messages and retained messages in data_dir/convoy.db (SQLite, WAL, synchronous FULL). ' +
+      'QoS 1/2 messages that must outlive their publisher are acknowledged only after they are committed.',
+  }),
+  commit_window_ms: int({
+    default: 0,
+    min: 0,
+    max: 50,
+    unit: 'ms',
+    description:
+      'Extra time a commit waits to group more changes; 0 groups what arrives in one event-loop turn. ' +
+      'A few ms trades latency for fewer writes on slow SD cards.',
+  }),
+  integrity_check_ms: int({
+    default: 2000,
+    min: 0,
+    max: 600000,
+    unit: 'ms',
+    description: 'Time budget of the integrity check at start; a corrupt database is moved aside and a fresh one created.',
+  }),
+});
+
 const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '[::]']);
 
 function bindsOverlap(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
@@ -236,6 +261,7 @@ export const configSchema = z
       .describe('Where MQTT clients connect: one [[listeners]] table per listener.'),
     limits: section(limitsSchema, 'Protocol and resource limits for MQTT clients.'),
     sys: section(sysSchema, '$SYS topics with broker statistics.'),
+    store: section(storeSchema, 'Durable broker state (sessions, queues, retained messages).'),
   })
   .superRefine((c, ctx) => {
     c.listeners.forEach((l, j) => {
@@ -256,6 +282,7 @@ export type LogConfig = Config['log'];
 export type ListenerConfig = Config['listeners'][number];
 export type LimitsConfig = Config['limits'];
 export type SysConfig = Config['sys'];
+export type StoreConfig = Config['store'];
 
 // --- schema introspection (for unknown-key suggestions and the defaults document) -------------
 

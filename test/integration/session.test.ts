@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
-import type { RawClient } from '../helpers/raw-client.js';
+import { RawClient } from '../helpers/raw-client.js';
 import {
   ClientPool, ack, connectRaw, disconnect, expectNothingMore, nextPublish, publish, receive, subscribe, summary, unique,
 } from '../helpers/flows.js';
@@ -209,6 +209,41 @@ describe('Persistent sessions, clean session 0 (MQTT 3.1.1)', () => {
     expect(summary(await receive(c)).payload).to.equal('to the new connection');
   });
 
+  it('resends in-flight messages with DUP 1 to the connection that took the session over [MQTT-3.1.4-2] [MQTT-4.4.0-1]', async () => {
+    const t = unique('sess/takeover-inflight');
+    const id = unique('tko');
+    const first = (await connect(id, false)).c;
+    await subscribe(first, [{ topic: t, qos: 1 }]);
+    const pub = await pool.connect(gw.port);
+    await publish(pub, t, 'pending', 1);
+    const original = await nextPublish(first);
+    const { c } = await connect(id, false);
+    await first.closedByServer();
+    const again = await nextPublish(c);
+    expect([again.messageId, again.dup, String(again.payload)]).to.deep.equal([original.messageId, true, 'pending']);
+    await ack(c, again);
+    await expectNothingMore(c);
+  });
+
+  it('resumes an MQTT 3.1 (MQIsdp) session but sends CONNACK byte 1 as 0, reserved in 3.1 (MQTT 3.1 §3.2)', async () => {
+    const t = unique('sess/v31');
+    const id = unique('v31').slice(0, 23);
+    const first = await pool.connect(gw.port, { version: 3, clientId: id, clean: false });
+    await subscribe(first, [{ topic: t, qos: 1 }]);
+    await disconnect(first);
+    const c = pool.track(await RawClient.connectSocket(gw.port, 3));
+    c.send({ cmd: 'connect', protocolId: 'MQIsdp', protocolVersion: 3, clean: false, clientId: id, keepalive: 0 });
+    const connack = await c.next();
+    expect(connack.cmd).to.equal('connack');
+    expect(connack.returnCode).to.equal(0);
+    // MQTT 3.1 has no Session Present flag: the first variable header byte is reserved (0).
+    expect(connack.sessionPresent, 'CONNACK flags byte of an MQTT 3.1 CONNACK').to.equal(false);
+    // The session itself was resumed.
+    const pub = await pool.connect(gw.port);
+    await publish(pub, t, 'v31 resumed', 1);
+    expect(summary(await receive(c)).payload).to.equal('v31 resumed');
+  });
+
   it('keeps a session across a network failure (socket destroyed) and delivers what was queued', async () => {
     const t = unique('sess/netfail');
     const id = unique('netfail');
@@ -254,5 +289,43 @@ describe('Persistent session queue bound (limits.max_queued_messages = 3)', () =
     for (let i = 0; i < 3; i++) got.push(String((await receive(c)).payload));
     expect(got).to.deep.equal(['0', '1', '2']);
     await expectNothingMore(c);
+  });
+});
+
+describe('Queue behind the in-flight window (max_inflight = 2, max_queued_messages = 3)', () => {
+  let gw: TestGateway;
+  const pool = new ClientPool();
+
+  before(async () => {
+    gw = await startTestGateway({ limits: { max_inflight: 2, max_queued_messages: 3 } });
+  });
+  afterEach(async () => {
+    await pool.closeAll();
+  });
+  after(async () => {
+    await gw.stop();
+  });
+
+  it('queues at most 3 messages behind a full window of a connected client and drops the rest (queue_full)', async () => {
+    const t = unique('sess/window');
+    const sub = await pool.connect(gw.port);
+    await subscribe(sub, [{ topic: t, qos: 1 }]);
+    const pub = await pool.connect(gw.port);
+    const before = gw.broker.metrics.dropped.queue_full;
+    for (let i = 0; i < 8; i++) await publish(pub, t, String(i), 1, { messageId: i + 1 });
+    expect(gw.broker.metrics.dropped.queue_full - before).to.equal(3);
+    const window = [await nextPublish(sub), await nextPublish(sub)];
+    await expectNothingMore(sub);
+    const got = window.map((p) => String(p.payload));
+    // Each PUBACK lets one queued message in.
+    for (let i = 0; i < 3; i++) {
+      await ack(sub, window.shift()!);
+      const p = await nextPublish(sub);
+      window.push(p);
+      got.push(String(p.payload));
+    }
+    for (const p of window) await ack(sub, p);
+    await expectNothingMore(sub);
+    expect(got).to.deep.equal(['0', '1', '2', '3', '4']);
   });
 });

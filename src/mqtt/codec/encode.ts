@@ -107,7 +107,8 @@ function begin(out: OutBuffer, firstByte: number, bodyLen: number): [Buffer, num
 export function writeConnack(out: OutBuffer, version: ProtocolVersion, sessionPresent: boolean, code: number, props?: Properties): void {
   if (version !== 5) {
     const [b, pos] = begin(out, PacketType.CONNACK << 4, 2);
-    b[pos] = sessionPresent ? 1 : 0;
+    // Session Present exists from 3.1.1 on; in MQTT 3.1 the byte is reserved (0).
+    b[pos] = sessionPresent && version === 4 ? 1 : 0;
     b[pos + 1] = code;
     return;
   }
