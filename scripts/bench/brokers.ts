@@ -21,9 +21,20 @@ export function convoyNodeFlags(): string[] {
   return (process.env.CONVOY_BENCH_NODE_FLAGS ?? '').split(/\s+/).filter((f) => f.length > 0);
 }
 
-/** Convoy entry point, relative to the project root unless absolute ($CONVOY_BENCH_MAIN). */
+/**
+ * Convoy entry point, relative to the project root unless absolute ($CONVOY_BENCH_MAIN). The
+ * default is the shipped launcher bin/convoy, so the bench measures Convoy with the node flags
+ * it runs with in production; a .js entry is run with `node $CONVOY_BENCH_NODE_FLAGS`.
+ */
 export function convoyMain(root: string): string {
-  return path.resolve(root, process.env.CONVOY_BENCH_MAIN ?? 'dist/src/main.js');
+  return path.resolve(root, process.env.CONVOY_BENCH_MAIN ?? 'bin/convoy');
+}
+
+/** Command and arguments that start Convoy with a config file. */
+export function convoyCommand(root: string, configFile: string): [string, string[]] {
+  const main = convoyMain(root);
+  const args = ['run', '--config', configFile];
+  return main.endsWith('.js') ? [process.execPath, [...convoyNodeFlags(), main, ...args]] : [main, args];
 }
 
 export interface BrokerSide {
@@ -66,6 +77,8 @@ export function convoyConfig(port: number, dataDir: string): string {
     `max_inflight = ${MAX_INFLIGHT}`,
     'max_queued_messages = 0',
     'max_queued_bytes = 0',
+    '[store]',
+    'enabled = false',
     '[sys]',
     'interval_s = 0',
     '',
@@ -149,7 +162,8 @@ export async function startBroker(side: BrokerSide, root: string, readyTimeoutMs
     const dataDir = path.join(dir, 'data');
     const file = path.join(dir, 'convoy.toml');
     writeFileSync(file, convoyConfig(port, dataDir));
-    proc = spawnWithFdLimit(process.execPath, [...convoyNodeFlags(), convoyMain(root), 'run', '--config', file], {
+    const [cmd, args] = convoyCommand(root, file);
+    proc = spawnWithFdLimit(cmd, args, {
       cwd: root,
     });
   } else {

@@ -305,7 +305,8 @@ describe('codec: decode client packets', () => {
       // PUBLISH topic "a", QoS 0, then a property block.
       const pub = (props: number[]): Buffer => frame(0x30, [...str('a'), props.length, ...props]);
       expect(decodeError(pub([0x01, 0, 0x01, 1]), 5).reason).to.equal(Reason.ProtocolError);
-      expect(decodeError(pub([0x11, 0, 0, 0, 1]), 5).reason).to.equal(Reason.ProtocolError);
+      // An identifier not valid for the packet type makes it malformed (MQTT 5 §2.2.2.2).
+      expect(decodeError(pub([0x11, 0, 0, 0, 1]), 5).reason).to.equal(Reason.MalformedPacket);
       expect(decodeError(pub([0x7f, 0]), 5).reason).to.equal(Reason.MalformedPacket);
       const overflow = frame(0x30, [...str('a'), 20, 0x01, 0]);
       expect(decodeError(overflow, 5).reason).to.equal(Reason.MalformedPacket);
