@@ -1,6 +1,10 @@
 // The gateway as one object: broker, listeners and $SYS built from a validated Config. Used by
 // `convoy run` and by integration tests (which start it in-process on port 0).
 import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { raiseAlarm, type Alarm } from './diagnostics/alarms.js';
+import type { StateStore } from './store/state-store.js';
+import { SqliteStateStore } from './store/sqlite-state-store.js';
 import type { Config } from './config/schema.js';
 import type { Logger } from './diagnostics/log.js';
 import { Broker, type BrokerLimits } from './broker/broker.js';
@@ -37,9 +41,42 @@ export function limitsFromConfig(c: Config): Partial<BrokerLimits> {
   };
 }
 
+/**
+ * Opens the durable store. A store that cannot be opened (newer schema after a downgrade, a
+ * permission problem) never stops the gateway: it runs on memory state and raises an alarm.
+ */
+function openStore(config: Config, log: Logger): { store?: StateStore; alarm?: Alarm } {
+  if (!config.store.enabled) return {};
+  const path = join(config.data_dir, 'convoy.db');
+  try {
+    const store = new SqliteStateStore({
+      path, log, commitWindowMs: config.store.commit_window_ms, integrityCheckMs: config.store.integrity_check_ms,
+    });
+    if (!store.recovered) return { store };
+    return {
+      store,
+      alarm: {
+        name: 'store',
+        message: `the database was corrupt (${store.recovered.reason}): moved aside to ${store.recovered.movedTo}, started with an empty store; keep the old file for analysis`,
+        detail: { file: path, movedTo: store.recovered.movedTo },
+      },
+    };
+  } catch (err) {
+    return {
+      alarm: {
+        name: 'store',
+        message: `cannot open ${path}: ${(err as Error).message}; running WITHOUT durable state until this is fixed`,
+        detail: { file: path },
+      },
+    };
+  }
+}
+
 export async function startGateway(config: Config, log: Logger): Promise<Gateway> {
   mkdirSync(config.data_dir, { recursive: true });
-  const broker = new Broker({ limits: limitsFromConfig(config), log, version: convoyVersion() });
+  const { store, alarm } = openStore(config, log);
+  const broker = new Broker({ limits: limitsFromConfig(config), log, version: convoyVersion(), store });
+  if (alarm) raiseAlarm(broker, alarm);
   const listeners: Listener[] = [];
   try {
     for (const l of config.listeners) {

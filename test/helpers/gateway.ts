@@ -26,6 +26,8 @@ export async function startTestGateway(overrides: DeepPartial<Config> = {}): Pro
     listeners: [{ type: 'tcp', host: '127.0.0.1', port: 0 }],
     limits: { ...base.limits, ...overrides.limits },
     sys: { ...base.sys, interval_s: overrides.sys?.interval_s ?? 0 },
+    // Protocol suites run on the in-memory state; durability suites turn the SQLite store on.
+    store: { ...base.store, ...overrides.store, enabled: overrides.store?.enabled ?? process.env.CONVOY_TEST_STORE === '1' },
   };
   const gw = await startGateway(config, silentLogger);
   const port = gw.listeners[0]!.port;
