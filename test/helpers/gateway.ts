@@ -14,10 +14,13 @@ export interface TestGateway extends Gateway {
 
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] };
 
-/** A gateway on 127.0.0.1:0 with a temporary data dir; `stop()` removes it. */
-export async function startTestGateway(overrides: DeepPartial<Config> = {}): Promise<TestGateway> {
+/**
+ * A gateway on 127.0.0.1:0 with a temporary data dir; `stop()` removes it. With `dataDir` the
+ * caller owns the directory (restart tests start several gateways on one) and must remove it.
+ */
+export async function startTestGateway(overrides: DeepPartial<Config> = {}, opts: { dataDir?: string } = {}): Promise<TestGateway> {
   const base = defaultConfig();
-  const dataDir = mkdtempSync(join(tmpdir(), 'convoy-test-'));
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'convoy-test-'));
   const config: Config = {
     ...base,
     ...overrides,
@@ -37,7 +40,7 @@ export async function startTestGateway(overrides: DeepPartial<Config> = {}): Pro
     dataDir,
     stop: async () => {
       await gw.stop();
-      rmSync(dataDir, { recursive: true, force: true });
+      if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }

@@ -425,6 +425,8 @@ describe('SqliteStateStore on disk', () => {
       let mountDir: string | undefined;
 
       before(function () {
+        // Skipped only where a tmpfs cannot be mounted (not Linux, not root: CI runs as root).
+        // The fault logic itself is also covered by the read-only (query_only) test above.
         if (process.platform !== 'linux' || process.getuid?.() !== 0) this.skip();
         const target = fs.mkdtempSync(path.join(os.tmpdir(), 'convoy-tmpfs-'));
         try {
