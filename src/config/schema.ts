@@ -240,6 +240,73 @@ export const storeSchema = z.strictObject({
   }),
 });
 
+export const OUTBOX_CLASS_NAMES = ['alarm', 'event', 'telemetry', 'bulk'] as const;
+
+export const uplinkRouteSchema = z.strictObject({
+  local: str({ default: '', nonEmpty: true, description: 'Local topic filter whose messages go to HQ (e.g. "truck/telemetry/#").' }),
+  remote: str({
+    default: '',
+    nonEmpty: true,
+    description:
+      'Topic at HQ: the local filter\'s literal prefix is replaced by this one, the levels matched by wildcards follow; ' +
+      '{gateway} is the gateway id (e.g. "fleet/{gateway}/telemetry/#").',
+  }),
+  qos: int({ default: 1, min: 0, max: 2, description: 'QoS towards HQ.' }),
+  class: oneOf(OUTBOX_CLASS_NAMES, { default: 'telemetry', description: 'Priority class: alarms drain first and are never evicted.' }),
+  ttl_s: int({ default: 0, min: 0, max: 31536000, unit: 'seconds', description: 'Drop the message if not sent within this time; 0 = keep until sent or evicted.' }),
+  store_qos0: bool({ default: true, description: 'Store QoS 0 local messages in the outbox too (otherwise they go only while the link is up).' }),
+});
+
+export const downlinkRouteSchema = z.strictObject({
+  remote: str({ default: '', nonEmpty: true, description: 'Topic filter subscribed at HQ ({gateway} allowed), e.g. "fleet/{gateway}/orders/#".' }),
+  local: str({ default: '', nonEmpty: true, description: 'Local topic: HQ\'s literal prefix is replaced by this one (e.g. "truck/orders/#").' }),
+  qos: int({ default: 1, min: 0, max: 2, description: 'QoS of the subscription at HQ.' }),
+});
+
+export const uplinkTlsSchema = z.strictObject({
+  enabled: bool({ default: false, description: 'Connect to HQ over TLS.' }),
+  ca: str({ default: '', description: 'CA certificate file (PEM) that signs HQ; empty = the system store.' }),
+  cert: str({ default: '', description: 'Client certificate file (PEM) for mutual TLS; empty = none.' }),
+  key: str({ default: '', description: 'Private key file (PEM) of the client certificate.' }),
+  servername: str({ default: '', description: 'Name checked in HQ\'s certificate; empty = the endpoint host.' }),
+});
+
+export const uplinkSchema = z.strictObject({
+  enabled: bool({ default: false, description: 'Bridge to the headquarters broker.' }),
+  gateway_id: str({ default: 'gw1', nonEmpty: true, description: 'This truck\'s id: {gateway} in topics, and the gw user property on every uplink message.' }),
+  endpoints: z
+    .array(z.string().regex(/^[^\s:]+:\d{1,5}$/, { error: 'use "host:port", e.g. "hq.example.com:8883"' }))
+    .min(1, { error: 'give at least one "host:port"' })
+    .default(['127.0.0.1:1883'])
+    .describe('HQ broker endpoints "host:port", tried in order (failover).'),
+  protocol_version: int({ default: 5, min: 4, max: 5, description: 'MQTT version towards HQ: 4 (3.1.1) or 5.' }),
+  client_id: str({ default: 'convoy-{gateway}', nonEmpty: true, description: 'Client id at HQ ({gateway} allowed).' }),
+  username: str({ default: '', description: 'User name at HQ; empty = none.' }),
+  password: str({ default: '', description: 'Password at HQ (use ${ENV} rather than writing it here).' }),
+  keepalive_s: int({ default: 30, min: 2, max: 3600, unit: 'seconds', description: 'Keepalive towards HQ; a link silent for 2× this is declared dead.' }),
+  connect_timeout_ms: int({ default: 10000, min: 100, max: 120000, unit: 'ms', description: 'Limit for TCP connect, TLS handshake and CONNACK together.' }),
+  session_expiry_s: int({ default: 604800, min: 0, max: 4294967295, unit: 'seconds', description: 'Session expiry at HQ (MQTT 5), so orders sent while offline wait there.' }),
+  backoff_initial_ms: int({ default: 1000, min: 10, max: 600000, unit: 'ms', description: 'First reconnect delay (exponential with full jitter).' }),
+  backoff_max_ms: int({ default: 60000, min: 10, max: 3600000, unit: 'ms', description: 'Longest reconnect delay.' }),
+  backoff_reset_ms: int({ default: 60000, min: 0, max: 3600000, unit: 'ms', description: 'A link up this long resets the backoff.' }),
+  sequence_311: oneOf(['topic-suffix', 'none'] as const, {
+    default: 'topic-suffix',
+    description: 'How a 3.1.1 HQ gets gateway id and sequence number (MQTT 5 uses user properties): "topic-suffix" appends /{gateway}/{seq}.',
+  }),
+  status_topic: str({ default: 'fleet/{gateway}/status', nonEmpty: true, description: 'Retained "online"/"offline" at HQ (offline is the will).' }),
+  tls: section(uplinkTlsSchema, 'TLS towards HQ.'),
+  routes: z.array(uplinkRouteSchema).default([]).describe('Local → HQ routes: one [[uplink.routes]] table each.'),
+  downlink: z.array(downlinkRouteSchema).default([]).describe('HQ → local routes: one [[uplink.downlink]] table each.'),
+});
+
+export const outboxSchema = z.strictObject({
+  budget_bytes: int({ default: 268435456, min: 65536, max: Number.MAX_SAFE_INTEGER, unit: 'bytes', description: 'Most bytes the outbox may hold; beyond, eviction (expired, then oldest of the lowest class, never alarms).' }),
+  min_free_bytes: int({ default: 67108864, min: 0, max: Number.MAX_SAFE_INTEGER, unit: 'bytes', description: 'Free space kept on the data filesystem; the outbox evicts rather than go below.' }),
+  drain_rate_msgs: int({ default: 0, min: 0, max: 1000000, unit: 'messages/s', description: 'Cap on backlog messages sent to HQ per second; 0 = none.' }),
+  drain_rate_bytes: int({ default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, unit: 'bytes/s', description: 'Cap on backlog bytes sent to HQ per second; 0 = none.' }),
+  inflight_window: int({ default: 64, min: 1, max: 65535, description: 'Unacknowledged messages towards HQ (also capped by HQ\'s receive maximum).' }),
+});
+
 const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '[::]']);
 
 function bindsOverlap(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
@@ -262,6 +329,8 @@ export const configSchema = z
     limits: section(limitsSchema, 'Protocol and resource limits for MQTT clients.'),
     sys: section(sysSchema, '$SYS topics with broker statistics.'),
     store: section(storeSchema, 'Durable broker state (sessions, queues, retained messages).'),
+    uplink: section(uplinkSchema, 'The bridge to the headquarters broker.'),
+    outbox: section(outboxSchema, 'The store-and-forward queue towards HQ (in data_dir/convoy.db).'),
   })
   .superRefine((c, ctx) => {
     c.listeners.forEach((l, j) => {
@@ -283,6 +352,10 @@ export type ListenerConfig = Config['listeners'][number];
 export type LimitsConfig = Config['limits'];
 export type SysConfig = Config['sys'];
 export type StoreConfig = Config['store'];
+export type UplinkConfig = Config['uplink'];
+export type UplinkRouteConfig = UplinkConfig['routes'][number];
+export type DownlinkRouteConfig = UplinkConfig['downlink'][number];
+export type OutboxConfig = Config['outbox'];
 
 // --- schema introspection (for unknown-key suggestions and the defaults document) -------------
 

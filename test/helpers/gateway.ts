@@ -21,16 +21,15 @@ type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unk
 export async function startTestGateway(overrides: DeepPartial<Config> = {}, opts: { dataDir?: string } = {}): Promise<TestGateway> {
   const base = defaultConfig();
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'convoy-test-'));
+  const merged = deepMerge(base, overrides) as Config;
   const config: Config = {
-    ...base,
-    ...overrides,
+    ...merged,
     data_dir: dataDir,
-    log: { ...base.log, ...overrides.log, level: overrides.log?.level ?? 'silent' },
+    log: { level: overrides.log?.level ?? 'silent' },
     listeners: [{ type: 'tcp', host: '127.0.0.1', port: 0 }],
-    limits: { ...base.limits, ...overrides.limits },
-    sys: { ...base.sys, interval_s: overrides.sys?.interval_s ?? 0 },
+    sys: { ...merged.sys, interval_s: overrides.sys?.interval_s ?? 0 },
     // Protocol suites run on the in-memory state; durability suites turn the SQLite store on.
-    store: { ...base.store, ...overrides.store, enabled: overrides.store?.enabled ?? process.env.CONVOY_TEST_STORE === '1' },
+    store: { ...merged.store, enabled: overrides.store?.enabled ?? process.env.CONVOY_TEST_STORE === '1' },
   };
   const gw = await startGateway(config, silentLogger);
   const port = gw.listeners[0]!.port;
@@ -43,4 +42,13 @@ export async function startTestGateway(overrides: DeepPartial<Config> = {}, opts
       if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** Plain objects merged key by key; arrays and values from `over` replace those of `base`. */
+function deepMerge(base: unknown, over: unknown): unknown {
+  if (over === undefined) return base;
+  if (typeof base !== 'object' || base === null || Array.isArray(base) || typeof over !== 'object' || over === null || Array.isArray(over)) return over;
+  const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
+  for (const [k, v] of Object.entries(over)) out[k] = deepMerge(out[k], v);
+  return out;
 }
