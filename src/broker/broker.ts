@@ -92,6 +92,11 @@ export class Broker {
   /** Connections holding acknowledgements for the commit batch being formed. */
   private heldAckConns: Connection[] = [];
   private ackBatch = 1;
+  /**
+   * Sees every message on the publish path after local routing (the uplink bridge's entry).
+   * Anything it writes to the store in this call holds the publisher's acknowledgement too.
+   */
+  publishTap: ((msg: Message) => void) | null = null;
   /** MQTT 5 enhanced authentication methods by name. */
   readonly authMethods = new Map<string, EnhancedAuthMethod>();
   /** MQTT 5 wills waiting for their delay interval [MQTT-3.1.3-9], by client id. */
@@ -291,6 +296,7 @@ export class Broker {
     }
     const shared = route.shared;
     for (let i = 0; i < shared.length; i++) this.deliverToGroup(shared[i]!, msg);
+    if (this.publishTap) this.publishTap(msg);
   }
 
   /** One delivery per shared group [MQTT-4.8.2-?], round robin, preferring connected members. */
