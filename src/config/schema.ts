@@ -100,7 +100,7 @@ export const logSchema = z.strictObject({
 
 // Extend with 'tls', 'ws', 'wss' when those listeners exist; per-type keys can then move into a
 // discriminated union on `type`.
-export const LISTENER_TYPES = ['tcp'] as const;
+export const LISTENER_TYPES = ['tcp', 'tls', 'ws', 'wss'] as const;
 
 export const listenerSchema = z.strictObject({
   type: oneOf(LISTENER_TYPES, { default: 'tcp', description: 'Transport of this listener.' }),
@@ -110,6 +110,20 @@ export const listenerSchema = z.strictObject({
     description: 'Address to bind: 127.0.0.1 for this machine only, 0.0.0.0 or :: for the truck LAN.',
   }),
   port: int({ default: 1883, min: 0, max: 65535, description: 'TCP port; 0 picks a free port.' }),
+  allow_anonymous: bool({
+    default: false,
+    description: 'Accept clients without a user name and password. Safe only on a loopback listener; the embedded default allows it on 127.0.0.1.',
+  }),
+  path: str({ default: '/mqtt', nonEmpty: true, description: 'URL path of a ws/wss listener.' }),
+  cert: str({ default: '', description: 'tls/wss: server certificate chain file (PEM). Reloaded on SIGHUP.' }),
+  key: str({ default: '', description: 'tls/wss: private key file (PEM) of the certificate. Reloaded on SIGHUP.' }),
+  ca: str({ default: '', description: 'tls/wss: CA file (PEM) that signs client certificates; needed for require_client_cert.' }),
+  crl: str({ default: '', description: 'tls/wss: certificate revocation list file (PEM); revoked client certificates are refused.' }),
+  require_client_cert: bool({ default: false, description: 'tls/wss: mutual TLS, clients must present a certificate signed by ca.' }),
+  use_identity_as_username: bool({
+    default: false,
+    description: "tls/wss with client certificates: the certificate's common name becomes the user name (for ACLs); no password needed.",
+  }),
 });
 
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
@@ -240,6 +254,19 @@ export const storeSchema = z.strictObject({
   }),
 });
 
+export const securitySchema = z.strictObject({
+  password_file: str({ default: '', description: 'Password file (convoy passwd FILE USER); empty = no password logins.' }),
+  acl_file: str({ default: '', description: 'ACL file in Mosquitto syntax; empty = every authenticated client may use every topic. Deny by default once set.' }),
+  ban_after_failures: int({ default: 15, min: 0, max: 100000, description: 'Failed logins (per address or per user name) within ban_window_s that trigger a ban; 0 = never.' }),
+  ban_window_s: int({ default: 60, min: 1, max: 86400, unit: 'seconds', description: 'Window for counting failed logins.' }),
+  ban_duration_s: int({ default: 300, min: 1, max: 604800, unit: 'seconds', description: 'How long a banned address or user name is refused.' }),
+  max_connections_per_address: int({ default: 0, min: 0, max: 1000000, description: 'Connections from one IP address; 0 = no limit.' }),
+  publish_rate_msgs: int({ default: 0, min: 0, max: 10000000, unit: 'messages/s', description: 'Per-client PUBLISH rate; MQTT 5 clients above it get 0x96, 3.1.1 clients are throttled. 0 = no limit.' }),
+  publish_rate_bytes: int({ default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, unit: 'bytes/s', description: 'Per-client PUBLISH bytes per second; 0 = no limit.' }),
+  connect_max_bytes: int({ default: 65536, min: 64, max: 268435455, unit: 'bytes', description: 'Largest packet accepted before CONNECT completes.' }),
+  hash_concurrency: int({ default: 2, min: 1, max: 64, description: 'Password hashes computed at once (off the event loop); more logins wait.' }),
+});
+
 export const OUTBOX_CLASS_NAMES = ['alarm', 'event', 'telemetry', 'bulk'] as const;
 
 export const uplinkRouteSchema = z.strictObject({
@@ -324,15 +351,24 @@ export const configSchema = z
     log: section(logSchema, 'Logging.'),
     listeners: z
       .array(listenerSchema)
-      .prefault([{}])
+      .prefault([{ allow_anonymous: true }])
       .describe('Where MQTT clients connect: one [[listeners]] table per listener.'),
     limits: section(limitsSchema, 'Protocol and resource limits for MQTT clients.'),
     sys: section(sysSchema, '$SYS topics with broker statistics.'),
     store: section(storeSchema, 'Durable broker state (sessions, queues, retained messages).'),
+    security: section(securitySchema, 'Authentication, authorisation and abuse limits.'),
     uplink: section(uplinkSchema, 'The bridge to the headquarters broker.'),
     outbox: section(outboxSchema, 'The store-and-forward queue towards HQ (in data_dir/convoy.db).'),
   })
   .superRefine((c, ctx) => {
+    c.listeners.forEach((l, j) => {
+      if ((l.type === 'tls' || l.type === 'wss') && (l.cert === '' || l.key === '')) {
+        ctx.addIssue({ code: 'custom', path: ['listeners', j, l.cert === '' ? 'cert' : 'key'], message: `a ${l.type} listener needs cert and key files (PEM): create them with "convoy certs server"` });
+      }
+      if (l.require_client_cert && l.ca === '') {
+        ctx.addIssue({ code: 'custom', path: ['listeners', j, 'ca'], message: 'require_client_cert needs ca: the CA file that signs client certificates' });
+      }
+    });
     c.listeners.forEach((l, j) => {
       const i = c.listeners.findIndex((k, idx) => idx < j && bindsOverlap(k, l));
       if (i >= 0) {
@@ -352,6 +388,7 @@ export type ListenerConfig = Config['listeners'][number];
 export type LimitsConfig = Config['limits'];
 export type SysConfig = Config['sys'];
 export type StoreConfig = Config['store'];
+export type SecurityConfig = Config['security'];
 export type UplinkConfig = Config['uplink'];
 export type UplinkRouteConfig = UplinkConfig['routes'][number];
 export type DownlinkRouteConfig = UplinkConfig['downlink'][number];

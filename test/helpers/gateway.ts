@@ -26,7 +26,7 @@ export async function startTestGateway(overrides: DeepPartial<Config> = {}, opts
     ...merged,
     data_dir: dataDir,
     log: { level: overrides.log?.level ?? 'silent' },
-    listeners: [{ type: 'tcp', host: '127.0.0.1', port: 0 }],
+    listeners: [{ ...merged.listeners[0]!, type: 'tcp', host: '127.0.0.1', port: 0, allow_anonymous: true }],
     sys: { ...merged.sys, interval_s: overrides.sys?.interval_s ?? 0 },
     // Protocol suites run on the in-memory state; durability suites turn the SQLite store on.
     store: { ...merged.store, enabled: overrides.store?.enabled ?? process.env.CONVOY_TEST_STORE === '1' },

@@ -39,7 +39,8 @@ describe('config schema and defaults', () => {
     const c = defaultConfig();
     expect(c.data_dir).to.equal('./data');
     expect(c.log.level).to.equal('info');
-    expect(c.listeners).to.deep.equal([{ type: 'tcp', host: '127.0.0.1', port: 1883 }]);
+    // Anonymous access only on the loopback listener of the embedded default.
+    expect(c.listeners.map((l) => [l.type, l.host, l.port, l.allow_anonymous])).to.deep.equal([['tcp', '127.0.0.1', 1883, true]]);
     expect(c.limits).to.deep.equal({
       max_packet_size: 1048576,
       max_connections: 1024,
@@ -76,9 +77,9 @@ describe('config schema and defaults', () => {
 
   it('listeners take per-key defaults and can be several', () => {
     const c = valid('[[listeners]]\nport = 0\n\n[[listeners]]\nhost = "0.0.0.0"\nport = 1884\n');
-    expect(c.listeners).to.deep.equal([
-      { type: 'tcp', host: '127.0.0.1', port: 0 },
-      { type: 'tcp', host: '0.0.0.0', port: 1884 },
+    expect(c.listeners.map((l) => [l.type, l.host, l.port, l.allow_anonymous])).to.deep.equal([
+      ['tcp', '127.0.0.1', 0, false],
+      ['tcp', '0.0.0.0', 1884, false],
     ]);
   });
 
