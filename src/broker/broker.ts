@@ -6,6 +6,7 @@ import { Metrics } from '../diagnostics/metrics.js';
 import type { ConnectPacket, QoS, Will } from '../mqtt/packets.js';
 import { Reason } from '../mqtt/reason-codes.js';
 import { Connection } from './connection.js';
+import type { ListenerPolicy } from '../security/types.js';
 import { Journal } from './journal.js';
 import type { StateStore, StoredState } from '../store/state-store.js';
 import { parseSharedFilter } from '../mqtt/topic.js';
@@ -130,7 +131,7 @@ export class Broker {
   // --- connections ---------------------------------------------------------------------------
 
   /** Takes a new transport from a listener. Returns null when refused (connection limit). */
-  accept(transport: Duplex, remoteAddress: string, listenerName: string): Connection | null {
+  accept(transport: Duplex, remoteAddress: string, listener: ListenerPolicy, certificateIdentity?: string): Connection | null {
     if (this.closing || this.connections.size >= this.limits.maxConnections) {
       this.metrics.connectionsRefused++;
       this.log.warn({ remote: remoteAddress, limit: this.limits.maxConnections }, 'connection refused: max_connections reached');
@@ -138,7 +139,7 @@ export class Broker {
       return null;
     }
     this.metrics.connectionsAccepted++;
-    const conn = new Connection(transport, remoteAddress, listenerName, this);
+    const conn = new Connection(transport, remoteAddress, listener, this, certificateIdentity);
     this.connections.add(conn);
     return conn;
   }

@@ -12,6 +12,7 @@ import { Reason, connackAllowed311, connackCode311, reasonName } from '../mqtt/r
 import type { Message } from './message.js';
 import type { Session, SessionLink } from './session.js';
 import type { Broker } from './broker.js';
+import type { ListenerPolicy } from '../security/types.js';
 import { dispatch } from './dispatch.js';
 
 export type ConnectionState = 'awaiting-connect' | 'connecting' | 'connected' | 'closed';
@@ -59,11 +60,16 @@ export class Connection implements FrameSink, SessionLink {
   private paused = false;
   private readingPaused = false;
 
+  /** Effective user name after authentication (for ACLs); undefined for anonymous clients. */
+  username: string | undefined;
+
   constructor(
     readonly transport: Duplex,
     readonly remoteAddress: string,
-    readonly listenerName: string,
+    readonly listener: ListenerPolicy,
     readonly broker: Broker,
+    /** Common name of the verified client certificate on a mutual-TLS listener. */
+    readonly certificateIdentity?: string,
   ) {
     this.framer = new Framer(broker.limits.maxPacketSize);
     transport.on('data', (chunk: Buffer) => this.onData(chunk));

@@ -45,7 +45,7 @@ async function connectSteps(conn: Connection, packet: ConnectPacket): Promise<vo
   writeConnack(conn.out, conn.version, sessionPresent, 0, props);
   conn.touch();
   conn.broker.log.info(
-    { client: clientId, remote: conn.remoteAddress, listener: conn.listenerName, version: conn.version, clean: packet.clean, keepalive: packet.keepalive, sessionPresent },
+    { client: clientId, remote: conn.remoteAddress, listener: conn.listener.name, version: conn.version, clean: packet.clean, keepalive: packet.keepalive, sessionPresent },
     'client connected',
   );
   // Resend unacknowledged messages and the queue [MQTT-4.4.0-1].

@@ -6,6 +6,7 @@ import type { Listener } from './listener.js';
 export interface TcpListenerConfig {
   host: string;
   port: number;
+  allow_anonymous: boolean;
 }
 
 export async function listenTcp(cfg: TcpListenerConfig, broker: Broker): Promise<Listener> {
@@ -20,9 +21,10 @@ export async function listenTcp(cfg: TcpListenerConfig, broker: Broker): Promise
   const addr = server.address() as net.AddressInfo;
   const name = `tcp://${cfg.host}:${addr.port}`;
   server.on('error', (err) => broker.log.error({ listener: name, err: err.message }, 'listener error'));
+  const policy = { name, allowAnonymous: cfg.allow_anonymous, useIdentityAsUsername: false };
   server.on('connection', (socket) => {
     socket.setNoDelay(true);
-    broker.accept(socket, `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, name);
+    broker.accept(socket, `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, policy);
   });
   return {
     name,
