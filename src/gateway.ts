@@ -10,6 +10,9 @@ import type { Logger } from './diagnostics/log.js';
 import { Broker, type BrokerLimits } from './broker/broker.js';
 import type { Listener } from './broker/listeners/listener.js';
 import { listenTcp } from './broker/listeners/tcp.js';
+import { listenTls } from './broker/listeners/tls.js';
+import type { ReloadableListener } from './broker/listeners/tls-material.js';
+import { listenWebSocket } from './broker/listeners/websocket.js';
 import { SysTopics } from './broker/sys-topics.js';
 import { convoyVersion } from './version.js';
 
@@ -17,6 +20,11 @@ export interface Gateway {
   readonly broker: Broker;
   readonly listeners: readonly Listener[];
   readonly sys: SysTopics;
+  /**
+   * Reloads what SIGHUP reloads: the certificate material of tls/wss listeners (new handshakes use
+   * it, existing connections stay up; a broken file is logged and the previous material kept).
+   */
+  reload(): Promise<void>;
   /** Stops accepting, closes clients (wills as the spec requires), releases everything. */
   stop(): Promise<void>;
 }
@@ -26,7 +34,6 @@ export function limitsFromConfig(c: Config): Partial<BrokerLimits> {
   const l = c.limits;
   return {
     maxPacketSize: l.max_packet_size,
-    maxConnectSize: l.max_packet_size,
     maxConnections: l.max_connections,
     maxInflight: l.max_inflight,
     maxQueuedMessages: l.max_queued_messages,
@@ -38,6 +45,10 @@ export function limitsFromConfig(c: Config): Partial<BrokerLimits> {
     keepaliveMin: l.keepalive_min,
     connectTimeoutMs: l.connect_timeout_ms,
     allowZeroLengthClientId: l.allow_zero_length_client_id,
+    maxConnectSize: Math.min(l.max_packet_size, c.security.connect_max_bytes),
+    maxConnectionsPerAddress: c.security.max_connections_per_address,
+    publishRateMsgs: c.security.publish_rate_msgs,
+    publishRateBytes: c.security.publish_rate_bytes,
   };
 }
 
@@ -78,12 +89,23 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   const broker = new Broker({ limits: limitsFromConfig(config), log, version: convoyVersion(), store });
   if (alarm) raiseAlarm(broker, alarm);
   const listeners: Listener[] = [];
+  const reloadable: ReloadableListener[] = [];
   try {
-    for (const l of config.listeners) {
+    for (const [i, l] of config.listeners.entries()) {
       switch (l.type) {
         case 'tcp':
           listeners.push(await listenTcp(l, broker));
           break;
+        case 'tls':
+        case 'ws':
+        case 'wss': {
+          // Certificate errors name the file; say which listener it belongs to.
+          const secured = await (l.type === 'tls' ? listenTls(l, broker) : listenWebSocket(l, broker, l.type === 'wss'))
+            .catch((err: Error) => { throw new Error(`listeners[${i}] (${l.type} ${l.host}:${l.port}): ${err.message}`, { cause: err }); });
+          listeners.push(secured);
+          reloadable.push(secured);
+          break;
+        }
       }
     }
   } catch (err) {
@@ -99,6 +121,9 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     broker,
     listeners,
     sys,
+    reload: async () => {
+      for (const l of reloadable) l.reload();
+    },
     stop: () => (stopping ??= (async () => {
       sys.stop();
       const closing = listeners.map((l) => l.close());

@@ -6,7 +6,8 @@ import { Metrics } from '../diagnostics/metrics.js';
 import type { ConnectPacket, QoS, Will } from '../mqtt/packets.js';
 import { Reason } from '../mqtt/reason-codes.js';
 import { Connection } from './connection.js';
-import type { ListenerPolicy } from '../security/types.js';
+import type { Authorizer, ClientIdentity, ListenerPolicy, LoginChecker } from '../security/types.js';
+import { ProtocolError } from '../mqtt/errors.js';
 import { Journal } from './journal.js';
 import type { StateStore, StoredState } from '../store/state-store.js';
 import { parseSharedFilter } from '../mqtt/topic.js';
@@ -18,6 +19,12 @@ import { Router } from './router.js';
 import type { Delivery, Session } from './session.js';
 import { MemorySessionStore, type SessionStore } from './session-store.js';
 import type { SharedGroup, Subscription } from './subscriptions.js';
+
+/** "10.0.0.7:51234" → "10.0.0.7"; "[::1]:5" or "::1:5" → the address part. */
+export function addressOf(remote: string): string {
+  const i = remote.lastIndexOf(':');
+  return i > 0 ? remote.slice(0, i) : remote;
+}
 
 export interface BrokerLimits {
   maxPacketSize: number;
@@ -40,6 +47,11 @@ export interface BrokerLimits {
   maximumQoS: QoS;
   /** Upper bound on a session's expiry interval, seconds. */
   maxSessionExpiry: number;
+  /** Connections from one IP address; 0 = no limit. */
+  maxConnectionsPerAddress: number;
+  /** Per-client PUBLISH messages and bytes per second; 0 = no limit. */
+  publishRateMsgs: number;
+  publishRateBytes: number;
 }
 
 export const defaultLimits: BrokerLimits = {
@@ -60,6 +72,9 @@ export const defaultLimits: BrokerLimits = {
   topicAliasMaximum: 64,
   maximumQoS: 2,
   maxSessionExpiry: SESSION_NEVER_EXPIRES,
+  maxConnectionsPerAddress: 0,
+  publishRateMsgs: 0,
+  publishRateBytes: 0,
 };
 
 export interface BrokerOptions {
@@ -71,8 +86,6 @@ export interface BrokerOptions {
   store?: StateStore;
 }
 
-/** Authentication hook: resolve to accept, throw a ProtocolError with the refusal reason. */
-export type Authenticator = (conn: Connection, packet: ConnectPacket) => Promise<void>;
 
 const SWEEP_MS = 250;
 
@@ -87,7 +100,12 @@ export class Broker {
   readonly connections = new Set<Connection>();
   /** Connected (CONNACK sent) connections by client id. */
   readonly clients = new Map<string, Connection>();
-  authenticator: Authenticator | null = null;
+  /** Decides logins (password file, bans); null: anonymous where the listener allows it, or a certificate identity. */
+  loginChecker: LoginChecker | null = null;
+  /** Topic permissions; null: every authenticated client may use every topic. */
+  authorizer: Authorizer | null = null;
+  /** Open connections per IP address, for security.max_connections_per_address. */
+  private readonly perAddress = new Map<string, number>();
   /** Durable journal of sessions and retained messages, when a store is configured. */
   readonly journal: Journal | null;
   /** Connections holding acknowledgements for the commit batch being formed. */
@@ -138,14 +156,71 @@ export class Broker {
       transport.destroy();
       return null;
     }
+    const address = addressOf(remoteAddress);
+    const fromAddress = this.perAddress.get(address) ?? 0;
+    if (this.limits.maxConnectionsPerAddress > 0 && fromAddress >= this.limits.maxConnectionsPerAddress) {
+      this.metrics.connectionsRefused++;
+      this.metrics.refusedPerAddress++;
+      this.log.warn({ remote: remoteAddress, limit: this.limits.maxConnectionsPerAddress }, 'connection refused: max_connections_per_address reached');
+      transport.destroy();
+      return null;
+    }
+    this.perAddress.set(address, fromAddress + 1);
     this.metrics.connectionsAccepted++;
     const conn = new Connection(transport, remoteAddress, listener, this, certificateIdentity);
     this.connections.add(conn);
     return conn;
   }
 
-  async authenticate(conn: Connection, packet: ConnectPacket): Promise<void> {
-    if (this.authenticator) await this.authenticator(conn, packet);
+  /** Login: sets conn.username or throws ProtocolError (0x86 / 0x87 / 0x8A). */
+  async authenticate(conn: Connection, p: ConnectPacket): Promise<void> {
+    if (this.loginChecker) {
+      conn.username = await this.loginChecker.check({
+        clientId: p.clientId, username: p.username, password: p.password, address: addressOf(conn.remoteAddress),
+        listener: conn.listener, certificateIdentity: conn.certificateIdentity,
+      });
+      return;
+    }
+    if (conn.listener.useIdentityAsUsername && conn.certificateIdentity !== undefined) {
+      conn.username = conn.certificateIdentity;
+      return;
+    }
+    if (conn.listener.allowAnonymous) {
+      conn.username = p.username;
+      return;
+    }
+    this.metrics.authFailures++;
+    throw new ProtocolError(Reason.NotAuthorized, `${conn.listener.name} allows no anonymous clients and no password_file is configured`);
+  }
+
+  /** The identity ACLs see for a session's client. */
+  identityOf(session: Session): ClientIdentity {
+    return { clientId: session.clientId, username: session.username };
+  }
+
+  /**
+   * Removes subscriptions the ACL no longer allows (after a reload, or when a session resumes
+   * under another user name): revoked access takes effect for existing sessions too.
+   */
+  enforceAcl(session: Session): void {
+    const acl = this.authorizer;
+    if (!acl) return;
+    const who = this.identityOf(session);
+    for (const filter of [...session.subscriptions.keys()]) {
+      const plain = parseSharedFilter(filter)?.filter ?? filter;
+      if (!acl.canSubscribe(who, plain)) {
+        session.removeSubscription(filter);
+        this.router.unsubscribe(session.clientId, filter);
+        this.metrics.aclDenied++;
+        this.log.warn({ client: session.clientId, user: session.username, filter }, 'subscription removed: the ACL no longer allows it');
+      }
+    }
+  }
+
+  /** Applies reloaded security settings to every session (SIGHUP). */
+  reapplyAcl(): void {
+    for (const s of this.sessions.values()) this.enforceAcl(s);
+    this.router.invalidate();
   }
 
   /**
@@ -185,7 +260,10 @@ export class Broker {
     session.expiryInterval = expiry;
     session.disconnectedAt = 0;
     session.link = conn;
+    session.username = conn.username;
     conn.session = session;
+    // A resumed session keeps only what this user may still read [issue: revoked access].
+    if (sessionPresent) this.enforceAcl(session);
     this.clients.set(clientId, conn);
     this.router.invalidate();
     return { sessionPresent, expiryChanged };
@@ -213,7 +291,11 @@ export class Broker {
   }
 
   connectionGone(conn: Connection): void {
-    this.connections.delete(conn);
+    if (!this.connections.delete(conn)) return;
+    const address = addressOf(conn.remoteAddress);
+    const n = (this.perAddress.get(address) ?? 1) - 1;
+    if (n <= 0) this.perAddress.delete(address);
+    else this.perAddress.set(address, n);
   }
 
   /**
@@ -230,11 +312,16 @@ export class Broker {
       this.delayedWills.set(conn.clientId, { will, dueAt });
       this.journal?.putDelayedWill(conn.clientId, will, dueAt);
     } else {
-      this.publishWill(will, conn.clientId);
+      this.publishWill(will, conn.clientId, conn.username);
     }
   }
 
-  private publishWill(will: Will, clientId: string): void {
+  private publishWill(will: Will, clientId: string, username?: string): void {
+    if (this.authorizer && !this.authorizer.canPublish({ clientId, username }, will.topic)) {
+      this.metrics.aclDenied++;
+      this.log.warn({ client: clientId, user: username, topic: will.topic }, 'will not published: the ACL does not allow it');
+      return;
+    }
     // Will properties travel with the message, except the delay which only concerns the broker.
     let properties = will.properties;
     if (properties?.willDelayInterval !== undefined) {
@@ -341,6 +428,8 @@ export class Broker {
   /** Retained messages matching a new subscription, with the retain flag set [MQTT-3.3.1-8]. */
   sendRetained(session: Session, sub: Subscription): void {
     const now = Date.now();
+    const acl = this.authorizer;
+    const who = acl ? this.identityOf(session) : undefined;
     const subIds = sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined;
     this.retained.match(sub.filter, (topic, msg) => {
       if (msg.expiresAt !== 0 && msg.expiresAt <= now) {
@@ -348,6 +437,7 @@ export class Broker {
         this.journal?.deleteRetained(topic);
         return;
       }
+      if (acl && !acl.canReceive(who!, topic)) return;
       session.deliver(msg, msg.qos < sub.qos ? msg.qos : sub.qos, true, subIds);
     });
   }

@@ -13,6 +13,7 @@ import type { Message } from './message.js';
 import type { Session, SessionLink } from './session.js';
 import type { Broker } from './broker.js';
 import type { ListenerPolicy } from '../security/types.js';
+import { PublishRate } from '../security/rate-limit.js';
 import { dispatch } from './dispatch.js';
 
 export type ConnectionState = 'awaiting-connect' | 'connecting' | 'connected' | 'closed';
@@ -62,6 +63,11 @@ export class Connection implements FrameSink, SessionLink {
 
   /** Effective user name after authentication (for ACLs); undefined for anonymous clients. */
   username: string | undefined;
+  /** Publish rate limit (security.publish_rate_*), created when one is configured. */
+  publishRate: PublishRate | null = null;
+  /** Date.now() since when this client has been continuously over its rate (0 = not over). */
+  private overRateSince = 0;
+  private throttleTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly transport: Duplex,
@@ -72,6 +78,8 @@ export class Connection implements FrameSink, SessionLink {
     readonly certificateIdentity?: string,
   ) {
     this.framer = new Framer(broker.limits.maxPacketSize);
+    const { publishRateMsgs, publishRateBytes } = broker.limits;
+    if (publishRateMsgs > 0 || publishRateBytes > 0) this.publishRate = new PublishRate(publishRateMsgs, publishRateBytes, Date.now());
     transport.on('data', (chunk: Buffer) => this.onData(chunk));
     transport.on('drain', () => this.onDrain());
     transport.on('error', (err: Error) => broker.log.debug({ client: this.clientId || undefined, remote: remoteAddress, err: err.message }, 'socket error'));
@@ -92,7 +100,7 @@ export class Connection implements FrameSink, SessionLink {
     if (this.paused) {
       this.framer.append(chunk);
       // Bounded while CONNECT is pending: stop reading rather than buffer without limit.
-      if (this.framer.buffered > this.broker.limits.maxPacketSize) this.pauseReading();
+      if (this.framer.buffered > this.broker.limits.maxConnectSize) this.pauseReading();
     } else {
       this.broker.enter();
       try {
@@ -160,6 +168,34 @@ export class Connection implements FrameSink, SessionLink {
       this.broker.leave();
     }
     if (this.framer.error !== FrameError.None && !this.isClosed()) this.onFrameError();
+  }
+
+  /**
+   * Charges a PUBLISH against the client's rate. Over it, an MQTT 5 client is disconnected with
+   * 0x96; a 3.1.1 client (no such code) is throttled by not reading from it, and disconnected when
+   * it stays over the rate for 10 s.
+   */
+  chargePublish(bytes: number): void {
+    const now = Date.now();
+    const waitMs = this.publishRate!.charge(bytes, now);
+    if (waitMs === 0) {
+      this.overRateSince = 0;
+      return;
+    }
+    this.broker.metrics.rateLimited++;
+    if (this.version === 5) throw new ProtocolError(Reason.MessageRateTooHigh, `publish rate above ${this.broker.limits.publishRateMsgs} msg/s or ${this.broker.limits.publishRateBytes} B/s`);
+    if (this.overRateSince === 0) this.overRateSince = now;
+    else if (now - this.overRateSince > 10_000) throw new ProtocolError(Reason.MessageRateTooHigh, 'publish rate exceeded for more than 10 s');
+    if (this.throttleTimer === null) {
+      // Stop handling frames (already-read bytes wait in the framer) and stop reading more.
+      this.pauseFrames();
+      this.pauseReading();
+      this.throttleTimer = setTimeout(() => {
+        this.throttleTimer = null;
+        this.resumeFrames();
+      }, Math.min(waitMs, 5000));
+      this.throttleTimer.unref();
+    }
   }
 
   /** Lets frames through until the client's next AUTH packet, which resolves the promise. */
@@ -374,6 +410,7 @@ export class Connection implements FrameSink, SessionLink {
     this.framer.reset();
     this.authWaiter?.reject(new Error('connection closed during authentication'));
     this.authWaiter = null;
+    if (this.throttleTimer) clearTimeout(this.throttleTimer);
     this.flush();
     this.transport.end();
     // A peer that never closes its side must not keep the socket: force it after a grace period.

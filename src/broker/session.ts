@@ -60,6 +60,8 @@ export class Session {
   /** Date.now() of the last disconnect, or 0 while connected. */
   disconnectedAt = 0;
   will: Will | undefined;
+  /** User name of the client's last login, for ACL checks while it is away too. */
+  username: string | undefined;
   /** Set while the session is persistent and the broker has a durable store. */
   journal: Journal | null = null;
   /** Last delivery sequence number given out (durable order). */

@@ -22,6 +22,16 @@ export class Metrics {
   connectionsRefused = 0;
   protocolErrors = 0;
   publishDropped = 0;
+  /** Logins refused (bad password, unknown user, anonymous not allowed). */
+  authFailures = 0;
+  /** Logins refused because the address or user name is banned. */
+  loginsBanned = 0;
+  /** Publishes, subscriptions and wills refused by the ACL. */
+  aclDenied = 0;
+  /** Connections refused by max_connections_per_address. */
+  refusedPerAddress = 0;
+  /** Times a client went over its publish rate. */
+  rateLimited = 0;
   readonly dropped: Record<DropReason, number> = {
     queue_full: 0, slow_subscriber: 0, offline_qos0: 0, expired: 0, too_large: 0, session_expired: 0, store_unavailable: 0,
   };

@@ -40,6 +40,15 @@ export function handlePublish(conn: Connection, p: PublishPacket): void {
   const invalid = validateTopicName(topic, limits.maxTopicLength, limits.maxTopicLevels);
   if (invalid) throw new ProtocolError(Reason.TopicNameInvalid, `PUBLISH topic "${topic.slice(0, 100)}": ${invalid}`);
   broker.metrics.publishReceived++;
+  if (conn.publishRate) conn.chargePublish(p.frame.length);
+  const acl = broker.authorizer;
+  if (acl && !acl.canPublish({ clientId: conn.clientId, username: conn.username }, topic)) {
+    broker.metrics.aclDenied++;
+    broker.log.info({ client: conn.clientId, user: conn.username, topic: topic.slice(0, 200) }, 'publish refused by the ACL');
+    // MQTT 5 says why; 3.1.1 has no refusal code, so the message is acknowledged and dropped.
+    if (p.qos > 0) conn.ack(p.qos === 1 ? PacketType.PUBACK : PacketType.PUBREC, p.packetId, conn.version === 5 ? Reason.NotAuthorized : 0);
+    return;
+  }
   if (p.qos > 0 && broker.journal?.store.fault && broker.needsStorage(topic, p.retain)) {
     // The store cannot write (disk full): refuse rather than acknowledge what cannot be kept.
     if (conn.version !== 5) throw new ProtocolError(Reason.QuotaExceeded, `message store cannot write (${broker.journal.store.fault}): "${topic}" refused`);

@@ -27,6 +27,13 @@ export function handleSubscribe(conn: Connection, p: SubscribePacket): void {
       continue;
     }
     const shared = parseSharedFilter(req.filter);
+    const acl = broker.authorizer;
+    if (acl && !acl.canSubscribe({ clientId: conn.clientId, username: conn.username }, shared ? shared.filter : req.filter)) {
+      broker.metrics.aclDenied++;
+      broker.log.info({ client: conn.clientId, user: conn.username, filter: req.filter.slice(0, 200) }, 'subscription refused by the ACL');
+      codes.push(v5 ? Reason.NotAuthorized : FAILURE_311);
+      continue;
+    }
     // No Local on a shared subscription is a protocol error [MQTT-3.8.3-4].
     if (shared && req.noLocal) throw new ProtocolError(Reason.ProtocolError, `No Local set on shared subscription "${req.filter}" [MQTT-3.8.3-4]`);
     const qos = Math.min(req.qos, limits.maximumQoS) as QoS;
