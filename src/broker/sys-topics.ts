@@ -70,6 +70,12 @@ export class SysTopics {
     t.set('$SYS/broker/bytes/sent', String(m.bytesSent));
     t.set('$SYS/broker/subscriptions/count', String(b.router.tree.size));
     t.set('$SYS/broker/retained messages/count', String(b.retained.size));
+    t.set('$SYS/broker/connections/refused', String(m.connectionsRefused));
+    t.set('$SYS/broker/security/auth_failures', String(m.authFailures));
+    t.set('$SYS/broker/security/logins_banned', String(m.loginsBanned));
+    t.set('$SYS/broker/security/acl_denied', String(m.aclDenied));
+    t.set('$SYS/broker/security/refused_per_address', String(m.refusedPerAddress));
+    t.set('$SYS/broker/security/rate_limited', String(m.rateLimited));
     t.set('$SYS/broker/heap/current', String(process.memoryUsage().heapUsed));
     const la = os.loadavg();
     t.set('$SYS/broker/load/system/1min', la[0]!.toFixed(2));
