@@ -1,8 +1,9 @@
 // Starting and stopping the brokers under test, with equivalent settings:
-// anonymous access, no persistence, no queue limits (QoS 1 must not be dropped
-// under fan-in), and the same in-flight window per client.
+// anonymous access, no queue limits (QoS 1 must not be dropped under fan-in), the
+// same in-flight window per client, and persistence off, or on for the durable
+// scenario (Convoy's SQLite store, Mosquitto's `persistence true`).
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -43,11 +44,18 @@ export interface BrokerSide {
   label: string;
 }
 
+export interface BrokerOptions {
+  /** Durable state on disk: Convoy `[store] enabled = true`, Mosquitto `persistence true`. */
+  persistence: boolean;
+}
+
 export interface RunningBroker {
   side: BrokerSide;
   pid: number;
   port: number;
   proc: Spawned;
+  /** Where the broker keeps its state (Convoy data_dir, Mosquitto persistence_location). */
+  dataDir: string;
   stop(): Promise<void>;
 }
 
@@ -63,7 +71,7 @@ export function isBrokerKind(s: string): s is BrokerKind {
   return (BROKER_KINDS as readonly string[]).includes(s);
 }
 
-export function convoyConfig(port: number, dataDir: string): string {
+export function convoyConfig(port: number, dataDir: string, persistence = false): string {
   return [
     `data_dir = ${JSON.stringify(dataDir)}`,
     '[log]',
@@ -72,24 +80,31 @@ export function convoyConfig(port: number, dataDir: string): string {
     'type = "tcp"',
     'host = "127.0.0.1"',
     `port = ${port}`,
+    // Listeners refuse anonymous clients unless told otherwise (Mosquitto: allow_anonymous true).
+    'allow_anonymous = true',
     '[limits]',
     'max_connections = 20000',
     `max_inflight = ${MAX_INFLIGHT}`,
     'max_queued_messages = 0',
     'max_queued_bytes = 0',
     '[store]',
-    'enabled = false',
+    // On: SQLite in data_dir, WAL + synchronous FULL, QoS 1 acknowledged after the commit
+    // (commit_window_ms and integrity_check_ms at their defaults).
+    `enabled = ${persistence}`,
     '[sys]',
     'interval_s = 0',
     '',
   ].join('\n');
 }
 
-export function mosquittoConfig(port: number): string {
+/** `persistenceDir` null: persistence off; else `persistence true` with the database there. */
+export function mosquittoConfig(port: number, persistenceDir: string | null = null): string {
   return [
     `listener ${port} 127.0.0.1`,
     'allow_anonymous true',
-    'persistence false',
+    // autosave_interval stays at its default (1800 s): Mosquitto acknowledges from memory and
+    // writes mosquitto.db only then and at shutdown.
+    ...(persistenceDir === null ? ['persistence false'] : ['persistence true', `persistence_location ${persistenceDir}/`]),
     // Default 1000 drops QoS 1 messages under fan-in; 0 = no limit (like Convoy's 0).
     'max_queued_messages 0',
     `max_inflight_messages ${MAX_INFLIGHT}`,
@@ -153,22 +168,50 @@ async function waitListening(label: string, port: number, proc: Spawned, timeout
   );
 }
 
-export async function startBroker(side: BrokerSide, root: string, readyTimeoutMs = 20_000): Promise<RunningBroker> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), `convoy-bench-${side.kind}-`));
+/**
+ * Parent of the brokers' temp dirs: $CONVOY_BENCH_TMPDIR, else the OS temp dir. For the durable
+ * scenario it must be a real disk (not tmpfs), or nothing reaches /proc/PID/io write_bytes.
+ */
+export function benchTmpRoot(): string {
+  const env = process.env.CONVOY_BENCH_TMPDIR;
+  return env && env.length > 0 ? path.resolve(env) : os.tmpdir();
+}
+
+/** File system type of a directory (`df --output=fstype`), e.g. ext4, tmpfs, overlay. */
+export function fsType(dir: string): string {
+  const r = spawnSync('df', ['--output=fstype', dir], { encoding: 'utf8' });
+  const lines = r.status === 0 ? r.stdout.trim().split('\n') : [];
+  return lines.length >= 2 ? (lines[lines.length - 1] ?? 'unknown').trim() : 'unknown';
+}
+
+export async function startBroker(
+  side: BrokerSide,
+  root: string,
+  opts: BrokerOptions = { persistence: false },
+  readyTimeoutMs = 20_000,
+): Promise<RunningBroker> {
+  const dir = mkdtempSync(path.join(benchTmpRoot(), `convoy-bench-${side.kind}-`));
   tempDirs.add(dir);
+  const dataDir = path.join(dir, 'data');
   const port = await freePort();
   let proc: Spawned;
   if (side.kind === 'convoy') {
-    const dataDir = path.join(dir, 'data');
     const file = path.join(dir, 'convoy.toml');
-    writeFileSync(file, convoyConfig(port, dataDir));
+    writeFileSync(file, convoyConfig(port, dataDir, opts.persistence));
     const [cmd, args] = convoyCommand(root, file);
     proc = spawnWithFdLimit(cmd, args, {
       cwd: root,
     });
   } else {
     const file = path.join(dir, 'mosquitto.conf');
-    writeFileSync(file, mosquittoConfig(port));
+    if (opts.persistence) {
+      mkdirSync(dataDir);
+      // Started as root, Mosquitto drops to the user `mosquitto`, which must be able to write here
+      // (mkdtemp dirs are 0700). The mode of a throw-away dir under the temp root is of no concern.
+      chmodSync(dir, 0o755);
+      chmodSync(dataDir, 0o777);
+    }
+    writeFileSync(file, mosquittoConfig(port, opts.persistence ? dataDir : null));
     proc = spawnWithFdLimit(MOSQUITTO_BIN, ['-c', file], { cwd: dir });
   }
   const cleanup = async (): Promise<void> => {
@@ -182,7 +225,7 @@ export async function startBroker(side: BrokerSide, root: string, readyTimeoutMs
     await cleanup();
     throw err;
   }
-  return { side, pid: proc.pid, port, proc, stop: cleanup };
+  return { side, pid: proc.pid, port, proc, dataDir, stop: cleanup };
 }
 
 /** First line of `mosquitto -h`, e.g. "mosquitto version 2.0.11". */

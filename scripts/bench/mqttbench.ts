@@ -80,7 +80,10 @@ export interface BenchRun {
   wallS: number;
 }
 
-/** Runs mqttbench and parses the JSON line it prints on stdout. */
+/**
+ * Runs mqttbench (or another tool that ends with one JSON line on stdout, like the Node drivers)
+ * and parses that line.
+ */
 export async function runMqttbench(binary: string, args: readonly string[], killAfterMs: number): Promise<BenchRun> {
   const t0 = process.hrtime.bigint();
   const p = spawnWithFdLimit(binary, args, { stdoutMax: 1 << 20 });
@@ -88,18 +91,20 @@ export async function runMqttbench(binary: string, args: readonly string[], kill
   const { code, signal } = await p.exited;
   clearTimeout(timer);
   const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
-  let json: BenchJson | null = null;
-  const lines = p.stdout.toString().split('\n').filter((l) => l.startsWith('{'));
+  return { exitCode: code, signal, json: lastJsonLine(p.stdout.toString()), stderr: p.stderr.toString(), wallS };
+}
+
+/** The last line of `text` that is a JSON object (optionally skipping some), or null. */
+export function lastJsonLine(text: string, skip: (line: string) => boolean = () => false): BenchJson | null {
+  const lines = text.split('\n').filter((l) => l.startsWith('{') && !skip(l));
   const last = lines[lines.length - 1];
-  if (last !== undefined) {
-    try {
-      const v: unknown = JSON.parse(last);
-      if (v !== null && typeof v === 'object' && !Array.isArray(v)) json = v as BenchJson;
-    } catch {
-      // leave json null; the caller reports stderr
-    }
+  if (last === undefined) return null;
+  try {
+    const v: unknown = JSON.parse(last);
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as BenchJson) : null;
+  } catch {
+    return null; // the caller reports stderr
   }
-  return { exitCode: code, signal, json, stderr: p.stderr.toString(), wallS };
 }
 
 /** A numeric field of the mqttbench JSON, or null when absent / negative sentinel. */

@@ -142,3 +142,29 @@ export function readStatusKb(pid: number, key: string): number {
   if (!m?.[1]) throw new Error(`no ${key} in /proc/${pid}/status`);
   return Number(m[1]);
 }
+
+/**
+ * `write_bytes` of /proc/PID/io: bytes this process (all its threads) caused to be sent to the
+ * storage layer. Counted when a page of the page cache is dirtied, so a page rewritten after
+ * each fsync counts each time; writes to tmpfs count nothing. null when the file cannot be read
+ * (another user, or a kernel without task I/O accounting).
+ */
+export function readWriteBytes(pid: number): number | null {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+    const m = /^write_bytes:\s+(\d+)$/m.exec(io);
+    return m?.[1] ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Polls until `pred()` is true; false when `timeoutMs` passed first. */
+export async function waitFor(pred: () => boolean, timeoutMs: number, stepMs = 20): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > deadline) return false;
+    await sleep(stepMs);
+  }
+  return true;
+}

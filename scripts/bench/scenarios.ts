@@ -20,7 +20,17 @@ export interface RunRecord {
   brokerRssEmptyKb: number | null;
   warmup: { exitCode: number | null; throughput: number | null } | null;
   wallS: number;
+  /** mqttbench's JSON; for the MQTT.js scenario the first protocol's pass (also in `passes`). */
   bench: BenchJson | null;
+  /**
+   * JSON of the other load-generator processes of the measured run: durable: `sub` (the
+   * persistent-session subscriber); mqttjs: one entry per protocol pass (`v5`, `v4`).
+   */
+  passes: Record<string, BenchJson | null>;
+  /** Broker write_bytes from /proc/PID/io over the measured run (durable scenario). */
+  diskWriteBytes: number | null;
+  /** Size of the broker's data directory after the measured run (durable scenario). */
+  storeBytes: number | null;
 }
 
 export interface MetricDef {
@@ -35,10 +45,28 @@ export interface MetricDef {
   value(r: RunRecord): number | null;
 }
 
+/** One protocol pass of the MQTT.js driver per measured run. */
+export interface MqttjsPass {
+  key: string;
+  protocol: 4 | 5;
+}
+
 export interface Scenario {
   name: string;
   title: string;
   kind: 'pubsub' | 'idle';
+  /**
+   * mqttbench: mqttbench alone. durable: mqttbench publishers (-S 0) plus the persistent-session
+   * subscriber (persistent-sub.ts) on a broker with persistence on. mqttjs: the MQTT.js driver
+   * (mqttjs-load.ts), `flags` are its arguments, run once per entry of `passes`.
+   */
+  driver: 'mqttbench' | 'durable' | 'mqttjs';
+  /** Broker started with durable state (Convoy store, Mosquitto persistence). */
+  persistence: boolean;
+  /** durable: messages the persistent subscriber waits for, measured run / warm-up. */
+  expected?(quick: boolean, warmup: boolean): number;
+  /** mqttjs: protocol passes per run (the order alternates from run to run). */
+  passes?: readonly MqttjsPass[];
   /** Measured run flags (without host/port/pid/label/quiet, added by the runner). */
   flags(quick: boolean): string[];
   /** Warm-up pass on the same broker instance before measuring (JIT, allocator), or null. */
@@ -80,11 +108,44 @@ function idleConns(r: RunRecord): number | null {
   return num(r.bench, 'connected') ?? num(r.bench, 'conns');
 }
 
+const passJson = (r: RunRecord, key: string): BenchJson | null => r.passes[key] ?? null;
+
+/** Payload of the durable scenario: the issue's 200-byte message. */
+export const DURABLE_PAYLOAD = 200;
+const DURABLE_TOTAL = 100_000;
+const DURABLE_TOTAL_QUICK = 10_000;
+/** Client id of the persistent-session subscriber (clean session 0). */
+export const DURABLE_CLIENT_ID = 'bench-durable-sub';
+export const MQTTJS_TOTAL = 20_000;
+const MQTTJS_TOTAL_QUICK = 4_000;
+
+/** Messages delivered to the persistent session (what disk bytes and CPU are divided by). */
+function durableDelivered(r: RunRecord): number | null {
+  const n = num(passJson(r, 'sub'), 'unique');
+  return n !== null && n > 0 ? n : null;
+}
+
+const durableFlags = (n: number): string[] => [
+  '-m', 'pubsub', '-x', 'fanin', '-P', '10', '-S', '0', '-N', String(n), '-s', String(DURABLE_PAYLOAD), '-q', '1', '-w', '16',
+];
+
+const mqttjsThroughput = (key: string, label: string): MetricDef => ({
+  key: `${key}_throughput`,
+  label,
+  unit: 'msgs/s',
+  better: 'higher',
+  agg: 'median',
+  digits: 0,
+  value: (r) => (usable(r) ? num(passJson(r, key), 'throughput') : null),
+});
+
 export const SCENARIOS: readonly Scenario[] = [
   {
     name: 'fanin-qos0',
     title: 'fan-in QoS 0: 10 publishers -> 1 subscriber, 64 B',
     kind: 'pubsub',
+    driver: 'mqttbench',
+    persistence: false,
     flags: (q) => ['-m', 'pubsub', '-x', 'fanin', '-P', '10', '-S', '1', '-N', q ? '50000' : '500000', '-s', PAYLOAD, '-q', '0'],
     warmupFlags: (q) => ['-m', 'pubsub', '-x', 'fanin', '-P', '10', '-S', '1', '-N', q ? '5000' : '50000', '-s', PAYLOAD, '-q', '0'],
     timeoutS: (q) => (q ? 60 : 180),
@@ -94,6 +155,8 @@ export const SCENARIOS: readonly Scenario[] = [
     name: 'fanin-qos1',
     title: 'fan-in QoS 1: 10 publishers -> 1 subscriber, 64 B, window 16',
     kind: 'pubsub',
+    driver: 'mqttbench',
+    persistence: false,
     flags: (q) => [
       '-m', 'pubsub', '-x', 'fanin', '-P', '10', '-S', '1', '-N', q ? '20000' : '200000', '-s', PAYLOAD, '-q', '1', '-w', '16',
     ],
@@ -107,6 +170,8 @@ export const SCENARIOS: readonly Scenario[] = [
     name: 'fanout-qos0',
     title: 'fan-out QoS 0: 1 publisher -> 50 subscribers, 64 B',
     kind: 'pubsub',
+    driver: 'mqttbench',
+    persistence: false,
     flags: (q) => ['-m', 'pubsub', '-x', 'fanout', '-P', '1', '-S', '50', '-N', q ? '2000' : '20000', '-s', PAYLOAD, '-q', '0'],
     warmupFlags: (q) => ['-m', 'pubsub', '-x', 'fanout', '-P', '1', '-S', '50', '-N', q ? '200' : '2000', '-s', PAYLOAD, '-q', '0'],
     timeoutS: (q) => (q ? 60 : 180),
@@ -116,6 +181,8 @@ export const SCENARIOS: readonly Scenario[] = [
     name: 'latency-qos1',
     title: `QoS 1 at a fixed ${FIXED_RATE} msg/s: 10 publishers -> 1 subscriber, 64 B`,
     kind: 'pubsub',
+    driver: 'mqttbench',
+    persistence: false,
     flags: (q) => [
       '-m', 'pubsub', '-x', 'fanin', '-P', '10', '-S', '1', '-s', PAYLOAD, '-q', '1', '-w', '16',
       '-r', String(FIXED_RATE), '-d', q ? '3' : '15',
@@ -172,6 +239,8 @@ export const SCENARIOS: readonly Scenario[] = [
     name: 'idle-conns',
     title: `${IDLE_CONNS_FULL} idle connections (--quick: ${IDLE_CONNS_QUICK}), keepalive 60 s`,
     kind: 'idle',
+    driver: 'mqttbench',
+    persistence: false,
     flags: (q) => [
       '-m', 'idle', '-C', String(q ? IDLE_CONNS_QUICK : IDLE_CONNS_FULL), '--keepalive', '60', '--settle', '2', '--hold', '3',
     ],
@@ -211,6 +280,125 @@ export const SCENARIOS: readonly Scenario[] = [
           const n = idleConns(r);
           if (!usable(r) || held === null || r.brokerRssEmptyKb === null || !n) return null;
           return ((held - r.brokerRssEmptyKb) * 1024) / n;
+        },
+      },
+    ],
+  },
+  {
+    name: 'durable-qos1',
+    title:
+      `durable QoS 1 fan-in: 10 publishers -> 1 persistent session (clean session 0), ${DURABLE_PAYLOAD} B, window 16, ` +
+      'persistence on',
+    kind: 'pubsub',
+    driver: 'durable',
+    persistence: true,
+    expected: (q, warm) => (warm ? (q ? 2_000 : 10_000) : q ? DURABLE_TOTAL_QUICK : DURABLE_TOTAL),
+    flags: (q) => durableFlags(q ? DURABLE_TOTAL_QUICK : DURABLE_TOTAL),
+    warmupFlags: (q) => durableFlags(q ? 2_000 : 10_000),
+    timeoutS: (q) => (q ? 60 : 180),
+    metrics: [
+      {
+        key: 'throughput',
+        label: 'delivered to the persistent session',
+        unit: 'msgs/s',
+        better: 'higher',
+        agg: 'median',
+        digits: 0,
+        value: (r) => (usable(r) ? num(passJson(r, 'sub'), 'throughput') : null),
+      },
+      {
+        key: 'ack_rate',
+        label: 'publishes acknowledged (PUBACK)',
+        unit: 'msgs/s',
+        better: 'higher',
+        agg: 'median',
+        digits: 0,
+        value: (r) => (usable(r) ? num(r.bench, 'send_rate') : null),
+      },
+      {
+        key: 'ack_p50_us',
+        label: 'PUBLISH -> PUBACK p50',
+        unit: 'µs',
+        better: 'lower',
+        agg: 'median',
+        digits: 0,
+        value: (r) => (usable(r) ? num(r.bench, 'ack_p50_us') : null),
+      },
+      {
+        key: 'disk_bytes_per_msg',
+        label: 'disk written per message (Mosquitto: saves later)',
+        unit: 'B',
+        better: null,
+        agg: 'median',
+        digits: 0,
+        value: (r) => {
+          const n = durableDelivered(r);
+          return usable(r) && r.diskWriteBytes !== null && n !== null ? r.diskWriteBytes / n : null;
+        },
+      },
+      {
+        key: 'cpu_us_per_msg',
+        label: 'broker CPU per message',
+        unit: 'µs/msg',
+        better: 'lower',
+        agg: 'median',
+        digits: 2,
+        value: (r) => {
+          const n = durableDelivered(r);
+          return usable(r) && r.brokerCpuS !== null && n !== null ? (r.brokerCpuS * 1e6) / n : null;
+        },
+      },
+      {
+        key: 'lost',
+        label: 'lost by the persistent session (sum over runs, must be 0)',
+        unit: 'msgs',
+        better: null,
+        agg: 'sum',
+        digits: 0,
+        value: (r) => num(passJson(r, 'sub'), 'lost'),
+      },
+    ],
+  },
+  {
+    name: 'v5-qos1',
+    title: 'MQTT.js QoS 1 fan-in: 10 publishers -> 1 subscriber, 64 B, window 16; MQTT 5 (user property + expiry) and 3.1.1',
+    kind: 'pubsub',
+    driver: 'mqttjs',
+    persistence: false,
+    passes: [
+      { key: 'v5', protocol: 5 },
+      { key: 'v4', protocol: 4 },
+    ],
+    flags: (q) => ['--pubs', '10', '--total', String(q ? MQTTJS_TOTAL_QUICK : MQTTJS_TOTAL), '--size', PAYLOAD, '--window', '16'],
+    warmupFlags: (q) => ['--pubs', '10', '--total', q ? '500' : '2000', '--size', PAYLOAD, '--window', '16'],
+    timeoutS: (q) => (q ? 60 : 120),
+    metrics: [
+      mqttjsThroughput('v5', 'MQTT 5 throughput (user property + expiry)'),
+      mqttjsThroughput('v4', 'MQTT 3.1.1 throughput, same driver (reference)'),
+      {
+        key: 'v5_vs_v4',
+        label: 'MQTT 5 / MQTT 3.1.1 throughput on this broker',
+        unit: 'ratio',
+        better: null,
+        agg: 'median',
+        digits: 2,
+        value: (r) => {
+          const v5 = num(passJson(r, 'v5'), 'throughput');
+          const v4 = num(passJson(r, 'v4'), 'throughput');
+          return usable(r) && v5 !== null && v4 ? v5 / v4 : null;
+        },
+      },
+      {
+        key: 'lost',
+        label: 'lost messages, both protocols (sum over runs, must be 0)',
+        unit: 'msgs',
+        better: null,
+        agg: 'sum',
+        digits: 0,
+        value: (r) => {
+          const a = num(passJson(r, 'v5'), 'lost');
+          const b = num(passJson(r, 'v4'), 'lost');
+          return a === null && b === null ? null : (a ?? 0) + (b ?? 0);
         },
       },
     ],
