@@ -469,7 +469,9 @@ export class Broker {
   }
 
   flush(): void {
-    if (this.heldAckConns.length > 0) this.commitHeldAcks();
+    // Every change is committed at the end of the turn that made it, whether or not an
+    // acknowledgement waits for it (a SUBSCRIBE, a client's PUBACK, a session ending).
+    if (this.heldAckConns.length > 0 || this.journal?.wrote) this.commitHeldAcks();
     const list = this.dirty;
     for (let i = 0; i < list.length; i++) list[i]!.flush();
     list.length = 0;
@@ -501,7 +503,8 @@ export class Broker {
         }
       },
       (err: unknown) => {
-        this.log.error({ err: String(err), fault: journal.store.fault }, 'store commit failed: refusing the messages of this batch');
+        // The store logs the fault itself (once); here only what it means for waiting clients.
+        if (conns.length > 0) this.log.error({ err: String(err), fault: journal.store.fault, clients: conns.length }, 'store commit failed: refusing the messages of this batch');
         this.enter();
         try {
           for (const c of conns) c.refuseAcks(batch);

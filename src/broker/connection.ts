@@ -275,10 +275,12 @@ export class Connection implements FrameSink, SessionLink {
   }
 
   /**
-   * Sends PUBACK, PUBREC or PUBCOMP, or holds it until the store has committed what this turn
-   * wrote: a message is acknowledged only once it is durable. Held acks keep their order.
+   * Sends PUBACK, PUBREC, PUBREL or PUBCOMP, or holds it until the store has committed what this
+   * turn wrote: a message is acknowledged only once it is durable, and PUBREL goes out only once
+   * the "released" state is, so a restart never re-sends a QoS 2 PUBLISH the client completed.
+   * Held packets keep their order.
    */
-  ack(type: 4 | 5 | 7, packetId: number, reason = 0): void {
+  ack(type: 4 | 5 | 6 | 7, packetId: number, reason = 0): void {
     const journal = this.broker.journal;
     if (journal && (journal.wrote || this.heldAcks.length > 0)) {
       this.heldAcks.push(type * 65536 + packetId);
@@ -314,8 +316,8 @@ export class Connection implements FrameSink, SessionLink {
     let n = 0;
     while (n < this.heldAcks.length && this.heldBatches[n]! <= batch) {
       const v = this.heldAcks[n]!;
-      const type = Math.floor(v / 65536) as 4 | 5 | 7;
-      const reason = refuse && type !== PacketType.PUBCOMP ? Reason.QuotaExceeded : this.heldReasons[n]!;
+      const type = Math.floor(v / 65536) as 4 | 5 | 6 | 7;
+      const reason = refuse && (type === PacketType.PUBACK || type === PacketType.PUBREC) ? Reason.QuotaExceeded : this.heldReasons[n]!;
       writeAck(this.out, type, v & 0xffff, this.version, reason);
       n++;
     }

@@ -32,8 +32,7 @@ export function handlePubrec(conn: Connection, p: AckPacket): void {
     conn.touch();
     return;
   }
-  writeAck(conn.out, PacketType.PUBREL, p.packetId, conn.version);
-  conn.touch();
+  conn.ack(PacketType.PUBREL, p.packetId);
 }
 
 /**

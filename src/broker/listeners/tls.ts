@@ -22,7 +22,7 @@ export async function listenTls(cfg: TlsListenerConfig, broker: Broker): Promise
   });
   const addr = server.address() as net.AddressInfo;
   const name = `tls://${cfg.host}:${addr.port}`;
-  server.on('error', (err) => broker.log.error({ listener: name, err: err.message }, 'listener error'));
+  server.on('error', (err: Error) => broker.log.error({ listener: name, err: err.message }, 'listener error'));
   const policy = { name, allowAnonymous: cfg.allow_anonymous, useIdentityAsUsername: cfg.use_identity_as_username };
 
   // Sockets still in the handshake (not yet the broker's), by remote "ip:port" (unique per TCP

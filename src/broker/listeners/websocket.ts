@@ -51,7 +51,7 @@ export async function listenWebSocket(cfg: WebSocketListenerConfig, broker: Brok
   });
   const addr = server.address() as net.AddressInfo;
   const name = `${secure ? 'wss' : 'ws'}://${cfg.host}:${addr.port}${cfg.path}`;
-  server.on('error', (err) => broker.log.error({ listener: name, err: err.message }, 'listener error'));
+  server.on('error', (err: Error) => broker.log.error({ listener: name, err: err.message }, 'listener error'));
   const policy: ListenerPolicy = { name, allowAnonymous: cfg.allow_anonymous, useIdentityAsUsername: cfg.use_identity_as_username };
 
   const wss = new WebSocketServer({
