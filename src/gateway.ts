@@ -3,8 +3,12 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { raiseAlarm, type Alarm } from './diagnostics/alarms.js';
+import { applySecurity } from './security/setup.js';
 import type { StateStore } from './store/state-store.js';
 import { SqliteStateStore } from './store/sqlite-state-store.js';
+import { MemoryOutboxStore, SqliteOutboxStore } from './store/outbox-store.js';
+import { createOutbox } from './bridge/outbox.js';
+import { startBridge, type Bridge } from './bridge/bridge.js';
 import type { Config } from './config/schema.js';
 import type { Logger } from './diagnostics/log.js';
 import { Broker, type BrokerLimits } from './broker/broker.js';
@@ -18,6 +22,8 @@ import { convoyVersion } from './version.js';
 
 export interface Gateway {
   readonly broker: Broker;
+  /** The uplink to HQ, when enabled. */
+  readonly bridge: Bridge | undefined;
   readonly listeners: readonly Listener[];
   readonly sys: SysTopics;
   /**
@@ -83,11 +89,41 @@ function openStore(config: Config, log: Logger): { store?: StateStore; alarm?: A
   }
 }
 
+/**
+ * The outbox shares the broker's store (one database, one grouped commit: a message routed
+ * uplink is acknowledged to its LAN publisher only once it is in the outbox) and the bridge
+ * drains it to HQ. Without a store the outbox is in memory.
+ */
+function startUplink(config: Config, broker: Broker, store: StateStore | undefined, log: Logger): Bridge {
+  const outboxStore = store instanceof SqliteStateStore ? new SqliteOutboxStore(store) : new MemoryOutboxStore({});
+  const outbox = createOutbox({
+    store: outboxStore,
+    budgetBytes: config.outbox.budget_bytes,
+    minFreeBytes: config.outbox.min_free_bytes,
+    dataDir: config.data_dir,
+    onWrite: () => {
+      if (broker.journal) broker.journal.wrote = true;
+    },
+    log,
+  });
+  const bridge = startBridge({ uplink: config.uplink, outbox: config.outbox, broker, store: outbox, log });
+  // Records become readable once committed: that is when the forwarder looks again.
+  outbox.onCommitted(() => bridge.forwarder.nudge());
+  return bridge;
+}
+
 export async function startGateway(config: Config, log: Logger): Promise<Gateway> {
   mkdirSync(config.data_dir, { recursive: true });
   const { store, alarm } = openStore(config, log);
   const broker = new Broker({ limits: limitsFromConfig(config), log, version: convoyVersion(), store });
   if (alarm) raiseAlarm(broker, alarm);
+  let security;
+  try {
+    security = applySecurity(config.security, broker, log);
+  } catch (err) {
+    await broker.close();
+    throw err;
+  }
   const listeners: Listener[] = [];
   const reloadable: ReloadableListener[] = [];
   try {
@@ -113,6 +149,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     await broker.close();
     throw err;
   }
+  let bridge: Bridge | undefined;
+  if (config.uplink.enabled) bridge = startUplink(config, broker, store, log);
   const sys = new SysTopics(broker, config.sys.interval_s);
   sys.start();
   for (const l of listeners) log.info({ listener: l.name }, 'listening');
@@ -121,12 +159,17 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     broker,
     listeners,
     sys,
-    reload: async () => {
+    reload: () => {
       for (const l of reloadable) l.reload();
+      security.reload();
+      return Promise.resolve();
     },
+    bridge,
     stop: () => (stopping ??= (async () => {
       sys.stop();
       const closing = listeners.map((l) => l.close());
+      // The uplink goes first: it says "offline" at HQ and stops reading the outbox before the store closes.
+      await bridge?.stop();
       await broker.close();
       await Promise.all(closing);
     })()),

@@ -48,6 +48,10 @@ async function main(argv: readonly string[]): Promise<number> {
     }
     case 'config':
       return (await import('./cli/config.js')).configCommand(rest, io);
+    case 'passwd':
+      return (await import('./cli/passwd.js')).passwdCommand(rest, io);
+    case 'certs':
+      return (await import('./cli/certs.js')).certsCommand(rest, io);
     case 'help':
       return (await import('./cli/help.js')).helpCommand(rest, io);
     case 'version':
@@ -72,7 +76,8 @@ try {
   process.exitCode = await main(process.argv.slice(2));
 } catch (e) {
   // A ConfigError's message is already the list of FILE:LINE problems.
-  if (e instanceof Error && e.name === 'ConfigError') io.stderr(`${e.message}\n`);
+  // Errors about files the user wrote (config, password file, ACL) are printed without a stack.
+  if (e instanceof Error && ['ConfigError', 'PasswordFileError', 'AclError'].includes(e.name)) io.stderr(`${e.message}\n`);
   else io.stderr(`convoy: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
   process.exitCode = 1;
 }

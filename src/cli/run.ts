@@ -18,6 +18,11 @@ export async function runCommand(opts: { configPath?: string }): Promise<void> {
         resolve();
       });
     };
+    // SIGHUP: certificates, password file and ACL are re-read; connections stay up.
+    process.on('SIGHUP', () => {
+      log.info('SIGHUP: reloading certificates and security files');
+      gateway.reload().catch((err: unknown) => log.error({ err: String(err) }, 'reload failed'));
+    });
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });

@@ -3,14 +3,16 @@
 // commit() resolves immediately. It copies what it is given (the broker may reuse or mutate its own
 // objects after a put), so load() reflects the state at the time of each put, as the SQLite store does.
 import type { Will } from '../mqtt/packets.js';
-import type {
-  StateStore,
-  StoreFault,
-  StoredDelivery,
-  StoredMessage,
-  StoredSession,
-  StoredState,
-  StoredSubscription,
+import type { CommitParticipant } from './sqlite-state-store.js';
+import {
+  StoreError,
+  type StateStore,
+  type StoreFault,
+  type StoredDelivery,
+  type StoredMessage,
+  type StoredSession,
+  type StoredState,
+  type StoredSubscription,
 } from './state-store.js';
 
 interface MemorySession {
@@ -34,9 +36,21 @@ export class MemoryStateStore implements StateStore {
   private readonly retained = new Map<string, StoredMessage>();
   private lastMessageId = 0;
   private dirty = false;
+  private readonly participants: CommitParticipant[] = [];
 
   get pending(): boolean {
-    return this.dirty;
+    if (this.dirty) return true;
+    for (const p of this.participants) if (p.hasPending) return true;
+    return false;
+  }
+
+  /** As SqliteStateStore.attachParticipant: pending work is applied and committed at commit(). */
+  attachParticipant(p: CommitParticipant): () => void {
+    if (!this.participants.includes(p)) this.participants.push(p);
+    return () => {
+      const i = this.participants.indexOf(p);
+      if (i >= 0) this.participants.splice(i, 1);
+    };
   }
 
   get fault(): StoreFault | null {
@@ -188,6 +202,15 @@ export class MemoryStateStore implements StateStore {
     }
     this.unreferenced.clear();
     this.dirty = false;
+    for (const p of this.participants.filter((q) => q.hasPending)) {
+      try {
+        p.apply();
+      } catch (err) {
+        // Its work stays pending for the next commit(), as with the SQLite store.
+        return Promise.reject(new StoreError('io_error', `store commit failed: ${err instanceof Error ? err.message : String(err)}`));
+      }
+      p.committed();
+    }
     return Promise.resolve();
   }
 

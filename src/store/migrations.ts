@@ -92,6 +92,38 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    description: 'uplink outbox: outbox rows by seq with class, topic and expiry indexes; outbox_meta high-water seq',
+    // - seq is the per-gateway sequence number HQ sees, so it is the rowid (appends go to the end).
+    // - outbox_by_class serves reads in seq order within a class and eviction of a class's oldest;
+    //   outbox_by_topic serves "newest per local topic" with one index seek per topic;
+    //   outbox_by_expiry only holds rows with a time to live.
+    // - outbox_meta.last_seq: the highest seq ever committed, written in transactions that delete
+    //   rows (so an emptied outbox does not restart its numbering at 1; see outbox-store.ts).
+    sql: `
+      CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY,
+        cls INTEGER NOT NULL,
+        local_topic TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        properties TEXT,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        size INTEGER NOT NULL
+      );
+      CREATE INDEX outbox_by_class ON outbox (cls, seq);
+      CREATE INDEX outbox_by_topic ON outbox (cls, local_topic, seq);
+      CREATE INDEX outbox_by_expiry ON outbox (expires_at) WHERE expires_at > 0;
+
+      CREATE TABLE outbox_meta (
+        id INTEGER PRIMARY KEY,
+        last_seq INTEGER NOT NULL
+      );
+      INSERT INTO outbox_meta (id, last_seq) VALUES (1, 0);
+    `,
+  },
 ];
 
 /** The schema version this program writes and understands. */
@@ -106,4 +138,6 @@ export const EXPECTED_TABLES: Readonly<Record<string, readonly string[]>> = {
   incoming_qos2: ['client_id', 'packet_id'],
   delayed_wills: ['client_id', 'topic', 'payload', 'qos', 'retain', 'properties', 'due_at'],
   retained: ['topic', 'payload', 'qos', 'retain', 'properties', 'sender', 'received_at', 'expires_at'],
+  outbox: ['seq', 'cls', 'local_topic', 'topic', 'payload', 'qos', 'properties', 'created_at', 'expires_at', 'size'],
+  outbox_meta: ['id', 'last_seq'],
 };

@@ -19,6 +19,12 @@
 // promises, whenever about 1 MB of WAL has been written since the last one, so acknowledgements
 // never wait for it and each step stays small.
 //
+// Participants: another component writing to the same database (the uplink outbox) attaches a
+// CommitParticipant. Its pending work is applied inside the same transaction as the batch (after
+// the batch's entries), so both become durable with one fsync or not at all; commit() schedules a
+// flush when only participants have work. A failed transaction keeps the participants' pending work
+// too (they are told `committed()` only after a successful one) and the retry applies it again.
+//
 // Errors: a failed flush keeps its batch (retried by the next commit()), sets `fault`
 // (SQLITE_FULL/ENOSPC → disk_full, SQLITE_READONLY → read_only, else io_error) and rejects the
 // waiting commits with a StoreError; the next successful flush clears `fault`.
@@ -46,6 +52,19 @@ export interface SqliteStateStoreOptions {
   commitWindowMs?: number;
   /** Time budget for the integrity check at open (see openDatabase). */
   integrityCheckMs?: number;
+}
+
+/**
+ * Another writer whose changes commit in the store's grouped transactions (see the header comment).
+ * `apply` runs inside the transaction and may throw (the transaction is rolled back and the pending
+ * work must stay for the retry); `committed` runs after the transaction succeeded.
+ */
+export interface CommitParticipant {
+  readonly hasPending: boolean;
+  /** Rough bytes the pending work writes (for the checkpoint schedule); 0 if unknown. */
+  readonly pendingBytes?: number;
+  apply(): void;
+  committed(): void;
 }
 
 export const MAX_COMMIT_WINDOW_MS = 50;
@@ -145,6 +164,12 @@ export class SqliteStateStore implements StateStore {
   private currentFault: StoreFault | null = null;
   private closed = false;
 
+  private readonly participants: CommitParticipant[] = [];
+  /** The participants whose work the running transaction applies. */
+  private applying: CommitParticipant[] = [];
+  /** The participants of the last successful transaction, told by notifyParticipants(). */
+  private committedParticipants: CommitParticipant[] = [];
+
   private readonly stmt;
   private readonly tx: () => void;
   private warnedClosed = false;
@@ -206,7 +231,10 @@ export class SqliteStateStore implements StateStore {
         ),
         deleteRetained: db.prepare('DELETE FROM retained WHERE topic = ?'),
       };
-      this.tx = db.transaction(() => this.applyEntries());
+      this.tx = db.transaction(() => {
+        this.applyEntries();
+        for (const p of this.applying) p.apply();
+      });
       this.maxMessageId = (db.prepare('SELECT coalesce(max(id), 0) FROM messages').pluck().get() as number) ?? 0;
       // Messages left unreferenced by a crash between a delete and its garbage collection.
       const swept = db
@@ -220,7 +248,24 @@ export class SqliteStateStore implements StateStore {
   }
 
   get pending(): boolean {
-    return this.batch.length > 0;
+    return this.batch.length > 0 || this.participantsPending();
+  }
+
+  private participantsPending(): boolean {
+    for (const p of this.participants) if (p.hasPending) return true;
+    return false;
+  }
+
+  /**
+   * Makes `p`'s pending work part of every grouped commit (same transaction as the batch).
+   * Returns a function that detaches it.
+   */
+  attachParticipant(p: CommitParticipant): () => void {
+    if (!this.participants.includes(p)) this.participants.push(p);
+    return () => {
+      const i = this.participants.indexOf(p);
+      if (i >= 0) this.participants.splice(i, 1);
+    };
   }
 
   get fault(): StoreFault | null {
@@ -442,7 +487,7 @@ export class SqliteStateStore implements StateStore {
 
   commit(): Promise<void> {
     if (this.closed) return Promise.reject(new StoreError('io_error', 'the store is closed'));
-    if (this.batch.length === 0) return Promise.resolve();
+    if (!this.pending) return Promise.resolve();
     if (this.waiting === null) {
       let resolve!: () => void;
       let reject!: (e: Error) => void;
@@ -460,7 +505,24 @@ export class SqliteStateStore implements StateStore {
   private readonly onTimer = (): void => {
     this.timer = null;
     this.settle(this.flush());
+    this.notifyParticipants();
   };
+
+  /**
+   * Tells the participants of the transaction that just succeeded. After settle(), so that work
+   * they add from their callbacks gets a commit of its own.
+   */
+  private notifyParticipants(): void {
+    const list = this.committedParticipants;
+    this.committedParticipants = [];
+    for (const p of list) {
+      try {
+        p.committed();
+      } catch (err) {
+        this.log.error({ err: err instanceof Error ? err.message : String(err) }, 'store participant failed after commit');
+      }
+    }
+  }
 
   /** Settles the waiting commits with the outcome of a flush. */
   private settle(error: StoreError | null): void {
@@ -473,8 +535,12 @@ export class SqliteStateStore implements StateStore {
 
   /** Applies the batch in one transaction. Returns null on success, the error otherwise (batch kept). */
   private flush(): StoreError | null {
-    if (this.batch.length === 0) return null;
+    const applying = this.participants.filter((p) => p.hasPending);
+    if (this.batch.length === 0 && applying.length === 0) return null;
     const rows = this.batch.length;
+    let participantBytes = 0;
+    for (const p of applying) participantBytes += p.pendingBytes ?? 0;
+    this.applying = applying;
     try {
       this.tx();
       // The GC candidates this (now committed) transaction handled; the highest id waits.
@@ -487,15 +553,18 @@ export class SqliteStateStore implements StateStore {
       }
       this.currentFault = fault;
       return new StoreError(fault, `store commit failed (${fault}): ${message}`);
+    } finally {
+      this.applying = [];
     }
     if (this.currentFault !== null) {
       this.log.info({ fault: this.currentFault, changes: rows }, 'store commits succeed again');
       this.currentFault = null;
     }
-    this.walBytes += this.batchBytes + rows * ROW_OVERHEAD_BYTES + COMMIT_OVERHEAD_BYTES;
+    this.walBytes += this.batchBytes + participantBytes + rows * ROW_OVERHEAD_BYTES + COMMIT_OVERHEAD_BYTES;
     this.batch = [];
     this.batchBytes = 0;
     this.pendingDeliveries = new Map();
+    this.committedParticipants = applying;
     if (this.walBytes >= CHECKPOINT_AFTER_BYTES && this.checkpointTimer === null) {
       this.checkpointTimer = setImmediate(this.checkpoint);
     }
@@ -639,6 +708,7 @@ export class SqliteStateStore implements StateStore {
     const error = this.flush();
     if (error !== null) this.log.error({ err: error.message }, 'store closed with uncommitted changes');
     this.settle(error);
+    this.notifyParticipants();
     this.closed = true;
     this.db.close();
   }

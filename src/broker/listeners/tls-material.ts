@@ -145,6 +145,16 @@ export function reloadSecureContext(server: tls.Server, cfg: TlsListenerFiles, b
   return true;
 }
 
+/**
+ * Logs a failed TLS handshake (wrong version, no certificate when one is required, not TLS at
+ * all, timeout). A reset before the handshake is mostly a port scan: info; the rest warn.
+ */
+export function logHandshakeError(broker: Broker, name: string, err: NodeJS.ErrnoException, socket: tls.TLSSocket): void {
+  const fields = { listener: name, remote: remoteOf(socket), err: err.message, code: err.code };
+  if (err.code === 'ECONNRESET') broker.log.info(fields, `TLS handshake failed: ${err.message}`);
+  else broker.log.warn(fields, `TLS handshake failed: ${err.message}`);
+}
+
 /** "ip:port" of a socket, as the tcp listener writes it. */
 export function remoteOf(socket: { remoteAddress?: string | undefined; remotePort?: number | undefined }): string {
   return `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;

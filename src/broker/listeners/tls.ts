@@ -3,7 +3,7 @@
 import type net from 'node:net';
 import tls from 'node:tls';
 import type { Broker } from '../broker.js';
-import { checkPeer, reloadSecureContext, remoteOf, tlsServerOptions, type ReloadableListener, type TlsListenerFiles } from './tls-material.js';
+import { checkPeer, logHandshakeError, reloadSecureContext, remoteOf, tlsServerOptions, type ReloadableListener, type TlsListenerFiles } from './tls-material.js';
 
 export interface TlsListenerConfig extends TlsListenerFiles {
   host: string;
@@ -35,10 +35,7 @@ export async function listenTls(cfg: TlsListenerConfig, broker: Broker): Promise
       if (pending.get(key) === raw) pending.delete(key);
     });
   });
-  server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
-    // Port scans and plain-TCP clients land here too: information, not an alarm.
-    broker.log.warn({ listener: name, remote: remoteOf(socket), err: err.message, code: err.code }, `TLS handshake failed: ${err.message}`);
-  });
+  server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => logHandshakeError(broker, name, err, socket));
   server.on('secureConnection', (socket: tls.TLSSocket) => {
     const remote = remoteOf(socket);
     const decision = checkPeer(socket, cfg, broker, name, remote);

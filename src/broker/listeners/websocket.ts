@@ -8,7 +8,7 @@ import type tls from 'node:tls';
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
 import type { Broker } from '../broker.js';
 import type { ListenerPolicy } from '../../security/types.js';
-import { checkPeer, reloadSecureContext, remoteOf, tlsServerOptions, type ReloadableListener, type TlsListenerFiles } from './tls-material.js';
+import { checkPeer, logHandshakeError, reloadSecureContext, remoteOf, tlsServerOptions, type ReloadableListener, type TlsListenerFiles } from './tls-material.js';
 
 export interface WebSocketListenerConfig extends TlsListenerFiles {
   host: string;
@@ -76,9 +76,7 @@ export async function listenWebSocket(cfg: WebSocketListenerConfig, broker: Brok
   // Client certificates are decided right after the handshake, before any HTTP is parsed.
   const identities = new WeakMap<net.Socket, string | undefined>();
   if (secure) {
-    server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
-      broker.log.warn({ listener: name, remote: remoteOf(socket), err: err.message, code: err.code }, `TLS handshake failed: ${err.message}`);
-    });
+    server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => logHandshakeError(broker, name, err, socket));
     server.prependListener('secureConnection', (socket: tls.TLSSocket) => {
       const decision = checkPeer(socket, cfg, broker, name, remoteOf(socket));
       if (!decision.ok) socket.destroy();

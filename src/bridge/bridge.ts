@@ -1,0 +1,162 @@
+// The uplink bridge: publish tap → outbox → forwarder → link → HQ, and HQ → link → downlink →
+// local broker. Built from the [uplink] and [outbox] sections by the gateway.
+import type { Broker } from '../broker/broker.js';
+import type { Message } from '../broker/message.js';
+import { payloadOf } from '../broker/message.js';
+import type { OutboxConfig, UplinkConfig } from '../config/schema.js';
+import type { Logger } from '../diagnostics/log.js';
+import { Downlink, type DownlinkStats } from './downlink.js';
+import { Forwarder, type ForwarderStats } from './forwarder.js';
+import { Link, UPLINK_SENDER_ID, type LinkStatus } from './link.js';
+import { compileDownlinkRoute, compileUplinkRoute, findRoute, mapTopic, type UplinkRoute } from './routes.js';
+import type { Outbox, OutboxStats } from './types.js';
+
+export interface TapStats {
+  /** Local messages appended to the outbox. */
+  stored: number;
+  /** Refused by the outbox (full of alarms): the local publisher was acknowledged, HQ never sees it. */
+  refused: number;
+  /** QoS 0 messages on routes with store_qos0 = false, sent directly / dropped (link down or congested). */
+  direct: number;
+  directDropped: number;
+  /** The outbox threw (disk error): logged, the message is lost for HQ. */
+  errors: number;
+}
+
+export interface BridgeStats {
+  link: LinkStatus & { connects: number; drops: number; downlink: number; downlinkUnexpected: number; floods: number };
+  forwarder: ForwarderStats;
+  downlink: DownlinkStats;
+  tap: TapStats;
+  outbox: OutboxStats;
+}
+
+export interface Bridge {
+  readonly link: Link;
+  readonly forwarder: Forwarder;
+  /** Stops: retained "offline" at HQ, DISCONNECT, tap removed. The outbox is left to its owner. */
+  stop(): Promise<void>;
+  stats(): BridgeStats;
+}
+
+export interface BridgeOptions {
+  uplink: UplinkConfig;
+  outbox: OutboxConfig;
+  broker: Broker;
+  store: Outbox;
+  log: Logger;
+  /** Injectable for tests. */
+  random?: () => number;
+}
+
+/** Topic → route cache entries kept at most (the cache is dropped when it grows past this). */
+const ROUTE_CACHE_MAX = 10_000;
+
+/** expiresAt of an outbox record: the earlier of the route's TTL and the message's own expiry (0 = none). */
+export function recordExpiry(createdAt: number, ttlMs: number, messageExpiresAt: number): number {
+  const ttlAt = ttlMs > 0 ? createdAt + ttlMs : 0;
+  if (ttlAt === 0) return messageExpiresAt;
+  if (messageExpiresAt === 0) return ttlAt;
+  return Math.min(ttlAt, messageExpiresAt);
+}
+
+export function startBridge(opts: BridgeOptions): Bridge {
+  const { uplink, outbox: outboxCfg, broker, store, log } = opts;
+  const gw = uplink.gateway_id;
+  const routes = uplink.routes.map((r) => compileUplinkRoute(r, gw));
+  const downRoutes = uplink.downlink.map((r) => compileDownlinkRoute(r, gw));
+
+  const link = new Link({
+    config: uplink,
+    log,
+    downlink: downRoutes.map((d) => ({ filter: d.filter, qos: d.qos })),
+    broker,
+    ...(opts.random ? { random: opts.random } : {}),
+  });
+  const forwarder = new Forwarder({
+    outbox: store,
+    link,
+    gatewayId: gw,
+    protocolVersion: link.protocolVersion,
+    sequence311: uplink.sequence_311,
+    inflightWindow: outboxCfg.inflight_window,
+    drainRateMsgs: outboxCfg.drain_rate_msgs,
+    drainRateBytes: outboxCfg.drain_rate_bytes,
+    log,
+  });
+  const downlink = new Downlink({ routes: downRoutes, broker, log });
+  link.on('up', (info) => forwarder.linkUp(info));
+  link.on('down', () => forwarder.linkDown());
+  link.on('message', (m) => {
+    if (!downlink.handle(m)) link.noteUnexpected();
+  });
+
+  const tap: TapStats = { stored: 0, refused: 0, direct: 0, directDropped: 0, errors: 0 };
+  const cache = new Map<string, UplinkRoute | null>();
+  const routeFor = (topic: string): UplinkRoute | null => {
+    let r = cache.get(topic);
+    if (r === undefined) {
+      r = findRoute(routes, topic) ?? null;
+      if (cache.size >= ROUTE_CACHE_MAX) cache.clear();
+      cache.set(topic, r);
+    }
+    return r;
+  };
+
+  const publishTap = (msg: Message): void => {
+    if (msg.senderId === UPLINK_SENDER_ID) return; // from HQ or our own state: never back up
+    if (routes.length === 0) return;
+    try {
+      const route = routeFor(msg.topic);
+      if (!route) return;
+      const remote = mapTopic(route, msg.topic);
+      if (msg.qos === 0 && !route.storeQos0) {
+        if (forwarder.sendDirect(remote, Buffer.from(payloadOf(msg)), msg.properties)) tap.direct++;
+        else tap.directDropped++;
+        return;
+      }
+      const createdAt = Date.now();
+      const rec = store.append({
+        cls: route.cls,
+        localTopic: msg.topic,
+        topic: remote,
+        payload: Buffer.from(payloadOf(msg)), // the frame is reused; the record outlives it
+        qos: route.qos,
+        ...(msg.properties ? { properties: msg.properties } : {}),
+        createdAt,
+        expiresAt: recordExpiry(createdAt, route.ttlMs, msg.expiresAt),
+      });
+      if (!rec) {
+        tap.refused++;
+        return;
+      }
+      tap.stored++;
+      forwarder.nudge(route.cls);
+    } catch (err) {
+      // Never out of the broker's publish path.
+      tap.errors++;
+      log.error({ err, topic: msg.topic }, 'uplink: cannot store a message for HQ');
+    }
+  };
+  broker.publishTap = publishTap;
+  link.start();
+
+  let stopping: Promise<void> | null = null;
+  return {
+    link,
+    forwarder,
+    stop: () => (stopping ??= (async () => {
+      if (broker.publishTap === publishTap) broker.publishTap = null;
+      forwarder.quiesce(); // acks of what is in flight still count while "offline" goes out
+      await link.stop();
+      forwarder.stop();
+    })()),
+    stats: () => ({
+      link: link.status(),
+      forwarder: forwarder.stats(),
+      downlink: downlink.stats(),
+      tap: { ...tap },
+      outbox: store.stats(),
+    }),
+  };
+}

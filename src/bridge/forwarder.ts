@@ -1,0 +1,469 @@
+// The forwarder drains the outbox to HQ over the link.
+//
+// Order: after every (re)connect, first the newest telemetry record per local topic (HQ sees where
+// the truck is now), then the backlog with strict priority: always the lowest-seq record of the
+// highest non-empty class (alarm > event > telemetry > bulk). The in-flight window is
+// min(inflight_window, HQ's receive maximum). A record leaves the outbox only when HQ
+// acknowledges it (PUBACK / PUBCOMP; QoS 0 once written). When the link drops, everything in
+// flight stays in the outbox and is sent again after the reconnect: HQ may see a record twice,
+// but only records that were in flight (at most the window) when the link dropped.
+//
+// Each message carries the gateway id and its seq: MQTT 5 user properties `gw` and `seq`; for a
+// 3.1.1 HQ with sequence_311 = "topic-suffix", the topic gets `/{gw}/{seq}` appended. QoS 0
+// messages sent directly (routes with store_qos0 = false) are not in the outbox and carry seq 0.
+//
+// Pacing (drain_rate_msgs, drain_rate_bytes; 0 = off) is a token bucket with one second of burst,
+// applied to the backlog. The newest-per-topic records after a reconnect are not paced, and
+// alarms are never held back (they still spend tokens, so they count towards the cap).
+import type { Logger } from '../diagnostics/log.js';
+import type { Properties, QoS, UserProperties } from '../mqtt/packets.js';
+import { OUTBOX_CLASSES, type Outbox, type OutboxClass, type OutboxRecord } from './types.js';
+
+/** What the forwarder needs from the link (the real one is `Link` in link.ts). */
+export interface ForwarderLink {
+  /**
+   * Sends one PUBLISH. `done` runs once: on PUBACK / PUBCOMP for QoS 1 / 2 (err set when HQ
+   * answered with a failure reason code: `(err as {code}).code`), once written for QoS 0, or with
+   * an error when the message could not be sent. It may never run when the connection is lost.
+   */
+  publish(topic: string, payload: Buffer, qos: QoS, properties: Properties | undefined, done: (err: Error | null) => void): void;
+  /** Bytes written to the connection but not yet flushed (direct QoS 0 is dropped above a limit). */
+  bufferedBytes?(): number;
+}
+
+export interface ForwarderOptions {
+  outbox: Outbox;
+  link: ForwarderLink;
+  gatewayId: string;
+  protocolVersion: 4 | 5;
+  sequence311: 'topic-suffix' | 'none';
+  inflightWindow: number;
+  /** Backlog messages per second; 0 = no cap. */
+  drainRateMsgs: number;
+  /** Backlog bytes (payload + topic) per second; 0 = no cap. */
+  drainRateBytes: number;
+  /** How many "newest per topic" telemetry records to send first after a reconnect. */
+  newestTelemetryLimit?: number;
+  /** Records fetched per class per outbox query. */
+  batchSize?: number;
+  /** Delay before a record HQ refused with a transient reason code is sent again. */
+  retryDelayMs?: number;
+  /** Direct QoS 0 messages are dropped while more than this is waiting in the socket. */
+  directBufferLimit?: number;
+  now?: () => number;
+  log?: Logger;
+}
+
+export interface ForwarderStats {
+  /** PUBLISHes written from the outbox (re-sends included). */
+  sent: number;
+  /** Records HQ acknowledged (and that were removed from the outbox). */
+  acked: number;
+  /** Records sent and not yet acknowledged. */
+  inFlight: number;
+  /** Seq of the record acknowledged last; 0 before the first. */
+  lastAckedSeq: number;
+  /** Records that expired between leaving the outbox query and being sent (removed, not sent). */
+  expired: number;
+  /** Records HQ refused for good (topic invalid, payload format invalid, packet too large): removed. */
+  rejected: number;
+  /** Records HQ refused for now (quota, not authorized, unspecified): kept and sent again later. */
+  retried: number;
+  /** Direct (not stored) QoS 0 messages sent, and dropped because the link was down or congested. */
+  direct: number;
+  directDropped: number;
+  /** Current window: min(inflight_window, HQ receive maximum); 0 while the link is down. */
+  window: number;
+}
+
+/** MQTT 5 reason codes after which sending the same message again cannot succeed. */
+const PERMANENT_REFUSALS = new Set([0x90 /* topic name invalid */, 0x95 /* packet too large */, 0x99 /* payload format invalid */]);
+
+/** Token bucket with a one-second burst. `wait` says how long until `cost` may go; `spend` takes it. */
+export class TokenBucket {
+  private tokens: number;
+  private last: number;
+
+  constructor(private readonly ratePerS: number, now: number) {
+    this.tokens = ratePerS;
+    this.last = now;
+  }
+
+  private refill(now: number): void {
+    if (now > this.last) {
+      this.tokens = Math.min(this.ratePerS, this.tokens + ((now - this.last) * this.ratePerS) / 1000);
+    }
+    this.last = now;
+  }
+
+  /** Milliseconds until `cost` may be spent (0 = now). A cost above the burst waits for a full bucket. */
+  wait(cost: number, now: number): number {
+    this.refill(now);
+    const need = Math.min(cost, this.ratePerS);
+    if (this.tokens >= need) return 0;
+    return Math.max(1, Math.ceil(((need - this.tokens) * 1000) / this.ratePerS));
+  }
+
+  /** Spends `cost` (may go below zero: later messages then wait longer). */
+  spend(cost: number, now: number): void {
+    this.refill(now);
+    this.tokens -= cost;
+  }
+}
+
+/** The properties HQ gets: the record's own, `gw` and `seq` added, expiry reduced by the wait. */
+export function uplinkProperties(rec: Pick<OutboxRecord, 'seq' | 'properties' | 'expiresAt'>, gatewayId: string, now: number): Properties {
+  const src = rec.properties;
+  const user: UserProperties = [];
+  if (src?.userProperties) {
+    // gw and seq are ours: a LAN publisher cannot forge them.
+    for (const kv of src.userProperties) if (kv[0] !== 'gw' && kv[0] !== 'seq') user.push(kv);
+  }
+  user.push(['gw', gatewayId], ['seq', String(rec.seq)]);
+  const out: Properties = { userProperties: user };
+  if (src) {
+    if (src.payloadFormatIndicator !== undefined) out.payloadFormatIndicator = src.payloadFormatIndicator;
+    if (src.contentType !== undefined) out.contentType = src.contentType;
+    if (src.responseTopic !== undefined) out.responseTopic = src.responseTopic;
+    if (src.correlationData !== undefined) out.correlationData = src.correlationData;
+    if (src.messageExpiryInterval !== undefined) {
+      // The message's own expiry, reduced by the time it waited (expiresAt is min(ttl, expiry)).
+      const left = rec.expiresAt > 0 ? Math.ceil((rec.expiresAt - now) / 1000) : src.messageExpiryInterval;
+      out.messageExpiryInterval = Math.max(1, Math.min(left, src.messageExpiryInterval));
+    }
+  }
+  return out;
+}
+
+/** The topic HQ gets: with `/{gw}/{seq}` appended for a 3.1.1 HQ in topic-suffix mode. */
+export function uplinkTopic(topic: string, seq: number, gatewayId: string, protocolVersion: 4 | 5, sequence311: 'topic-suffix' | 'none'): string {
+  return protocolVersion === 4 && sequence311 === 'topic-suffix' ? `${topic}/${gatewayId}/${seq}` : topic;
+}
+
+interface Retry {
+  rec: OutboxRecord;
+  at: number;
+}
+
+export class Forwarder {
+  private readonly outbox: Outbox;
+  private readonly link: ForwarderLink;
+  private readonly now: () => number;
+  private readonly log: Logger | undefined;
+  private readonly batch: number;
+  private readonly retryDelayMs: number;
+  private readonly newestLimit: number;
+  private readonly directLimit: number;
+
+  private up = false;
+  private stopped = false;
+  /** Bumped at every link up / down: callbacks of an older connection are ignored. */
+  private gen = 0;
+  private window = 0;
+  private readonly inFlight = new Map<number, OutboxRecord>();
+  /** Newest-per-topic records still to send after the reconnect, in seq order. */
+  private fresh: OutboxRecord[] = [];
+  /** Seqs sent in the fresh phase of this connection: the backlog skips them. */
+  private readonly freshSent = new Set<number>();
+  /** Per class: prefetched records, the seq of the last one fetched, and "known empty". */
+  private readonly buffers = new Map<OutboxClass, OutboxRecord[]>();
+  private readonly cursor = new Map<OutboxClass, number>();
+  private readonly exhausted = new Map<OutboxClass, boolean>();
+  private retries: Retry[] = [];
+  private msgBucket: TokenBucket | null;
+  private byteBucket: TokenBucket | null;
+  private pumpScheduled = false;
+  private quiesced = false;
+  private pumping = false;
+  private timer: NodeJS.Timeout | null = null;
+  private timerAt = 0;
+  private readonly st = { sent: 0, acked: 0, lastAckedSeq: 0, expired: 0, rejected: 0, retried: 0, direct: 0, directDropped: 0 };
+
+  constructor(private readonly opts: ForwarderOptions) {
+    this.outbox = opts.outbox;
+    this.link = opts.link;
+    this.now = opts.now ?? Date.now;
+    this.log = opts.log;
+    this.batch = Math.max(1, opts.batchSize ?? 64);
+    this.retryDelayMs = opts.retryDelayMs ?? 1000;
+    this.newestLimit = opts.newestTelemetryLimit ?? 1000;
+    this.directLimit = opts.directBufferLimit ?? 256 * 1024;
+    const t = this.now();
+    this.msgBucket = opts.drainRateMsgs > 0 ? new TokenBucket(opts.drainRateMsgs, t) : null;
+    this.byteBucket = opts.drainRateBytes > 0 ? new TokenBucket(opts.drainRateBytes, t) : null;
+    this.resetQueues();
+  }
+
+  /** The link is up (CONNACK received). `receiveMaximum` is HQ's, or 65535 for 3.1.1. */
+  linkUp(info: { receiveMaximum: number }): void {
+    if (this.stopped) return;
+    this.gen++;
+    this.up = true;
+    this.window = Math.max(1, Math.min(this.opts.inflightWindow, info.receiveMaximum > 0 ? info.receiveMaximum : 65535));
+    this.inFlight.clear();
+    this.resetQueues();
+    try {
+      this.fresh = this.outbox.newestPerTopic('telemetry', this.newestLimit).slice().sort((a, b) => a.seq - b.seq);
+    } catch (err) {
+      this.log?.error({ err }, 'uplink: outbox newestPerTopic failed');
+      this.fresh = [];
+    }
+    this.schedulePump();
+  }
+
+  /** The link is down: in-flight records stay in the outbox and go again after the reconnect. */
+  linkDown(): void {
+    this.gen++;
+    this.up = false;
+    this.window = 0;
+    this.inFlight.clear();
+    this.resetQueues();
+    this.clearTimer();
+  }
+
+  /** New records were appended (of `cls`, or of any class). */
+  nudge(cls?: OutboxClass): void {
+    if (cls) this.exhausted.set(cls, false);
+    else for (const c of OUTBOX_CLASSES) this.exhausted.set(c, false);
+    if (this.up) this.schedulePump();
+  }
+
+  /**
+   * A QoS 0 message that is not stored (route with store_qos0 = false): sent now if the link is
+   * up and not congested, else dropped. Carries `gw` and seq 0 (not in the sequence).
+   */
+  sendDirect(topic: string, payload: Buffer, properties: Properties | undefined): boolean {
+    if (!this.up || this.stopped || this.quiesced || (this.link.bufferedBytes?.() ?? 0) > this.directLimit) {
+      this.st.directDropped++;
+      return false;
+    }
+    const rec = { seq: 0, properties, expiresAt: 0 };
+    const props = this.opts.protocolVersion === 5 ? uplinkProperties(rec, this.opts.gatewayId, this.now()) : undefined;
+    const t = uplinkTopic(topic, 0, this.opts.gatewayId, this.opts.protocolVersion, this.opts.sequence311);
+    try {
+      this.link.publish(t, payload, 0, props, () => undefined);
+      this.st.direct++;
+      return true;
+    } catch (err) {
+      this.log?.warn({ err, topic }, 'uplink: direct publish failed');
+      this.st.directDropped++;
+      return false;
+    }
+  }
+
+  stats(): ForwarderStats {
+    return { ...this.st, inFlight: this.inFlight.size, window: this.window };
+  }
+
+  /** In-flight seqs (for tests and diagnostics). */
+  inFlightSeqs(): number[] {
+    return [...this.inFlight.keys()];
+  }
+
+  /** No new sends from now on; acknowledgements still remove records (for a clean stop). */
+  quiesce(): void {
+    this.quiesced = true;
+    this.clearTimer();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.linkDown();
+  }
+
+  // --- internals ------------------------------------------------------------------------------
+
+  private resetQueues(): void {
+    this.fresh = [];
+    this.freshSent.clear();
+    this.retries = [];
+    for (const c of OUTBOX_CLASSES) {
+      this.buffers.set(c, []);
+      this.cursor.set(c, 0);
+      this.exhausted.set(c, false);
+    }
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled || this.stopped) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
+  private clearTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.timerAt = 0;
+  }
+
+  /** Wakes the pump at `at` (the earliest of the requested times wins). */
+  private wakeAt(at: number): void {
+    if (this.timer && this.timerAt <= at) return;
+    this.clearTimer();
+    this.timerAt = at;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.timerAt = 0;
+      this.pump();
+    }, Math.max(1, at - this.now()));
+    this.timer.unref?.();
+  }
+
+  private pump(): void {
+    if (!this.up || this.stopped || this.quiesced || this.pumping) return;
+    this.pumping = true;
+    try {
+      this.pumpLoop();
+    } catch (err) {
+      // The outbox or the link threw: never out of a timer. Try again shortly.
+      this.log?.error({ err }, 'uplink: forwarder pump failed');
+      if (this.up) this.wakeAt(this.now() + this.retryDelayMs);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private pumpLoop(): void {
+    const gen = this.gen;
+    while (this.up && gen === this.gen && this.inFlight.size < this.window) {
+      const now = this.now();
+      // 1. After a reconnect: the newest telemetry per topic, unpaced.
+      const f = this.fresh.shift();
+      if (f) {
+        if (this.inFlight.has(f.seq)) continue;
+        this.freshSent.add(f.seq);
+        this.send(f, now);
+        continue;
+      }
+      // 2. The backlog (and records HQ refused for now, once their delay has passed).
+      const next = this.peekBacklog(now);
+      if (!next) return;
+      const { rec, from } = next;
+      if (rec.cls !== 'alarm') {
+        const wait = this.pacingWait(rec, now);
+        if (wait > 0) {
+          this.wakeAt(now + wait);
+          return;
+        }
+      }
+      if (from === 'retry') this.retries.shift();
+      else this.buffers.get(rec.cls)!.shift();
+      this.spendPacing(rec, now);
+      this.send(rec, now);
+    }
+  }
+
+  private cost(rec: OutboxRecord): number {
+    return rec.payload.length + Buffer.byteLength(rec.topic);
+  }
+
+  private pacingWait(rec: OutboxRecord, now: number): number {
+    let w = 0;
+    if (this.msgBucket) w = Math.max(w, this.msgBucket.wait(1, now));
+    if (this.byteBucket) w = Math.max(w, this.byteBucket.wait(this.cost(rec), now));
+    return w;
+  }
+
+  private spendPacing(rec: OutboxRecord, now: number): void {
+    this.msgBucket?.spend(1, now);
+    this.byteBucket?.spend(this.cost(rec), now);
+  }
+
+  /** The next backlog record without taking it: a due retry, else the head of the highest class. */
+  private peekBacklog(now: number): { rec: OutboxRecord; from: 'retry' | 'class' } | null {
+    const r = this.retries[0];
+    if (r) {
+      if (r.at <= now) return { rec: r.rec, from: 'retry' };
+      this.wakeAt(r.at);
+    }
+    for (const cls of OUTBOX_CLASSES) {
+      const rec = this.headOf(cls);
+      if (rec) return { rec, from: 'class' };
+    }
+    return null;
+  }
+
+  /** Head of a class's queue, refilling from the outbox; skips records in flight or sent fresh. */
+  private headOf(cls: OutboxClass): OutboxRecord | undefined {
+    const buf = this.buffers.get(cls)!;
+    for (;;) {
+      while (buf.length > 0) {
+        const head = buf[0]!;
+        if (this.inFlight.has(head.seq) || this.freshSent.has(head.seq)) {
+          buf.shift();
+          continue;
+        }
+        return head;
+      }
+      if (this.exhausted.get(cls)) return undefined;
+      const after = this.cursor.get(cls)!;
+      const got = this.outbox.next(cls, after, this.batch);
+      if (got.length === 0) {
+        this.exhausted.set(cls, true);
+        return undefined;
+      }
+      let last = after;
+      for (const rec of got) {
+        if (rec.seq > last) last = rec.seq;
+        buf.push(rec);
+      }
+      this.cursor.set(cls, last);
+      if (got.length < this.batch) this.exhausted.set(cls, true);
+    }
+  }
+
+  private send(rec: OutboxRecord, now: number): void {
+    if (rec.expiresAt > 0 && rec.expiresAt <= now) {
+      // Expired after the outbox handed it out: never sent, removed.
+      this.st.expired++;
+      this.outbox.remove(rec.seq);
+      return;
+    }
+    const v = this.opts.protocolVersion;
+    const topic = uplinkTopic(rec.topic, rec.seq, this.opts.gatewayId, v, this.opts.sequence311);
+    const props = v === 5 ? uplinkProperties(rec, this.opts.gatewayId, now) : undefined;
+    const gen = this.gen;
+    this.inFlight.set(rec.seq, rec);
+    this.st.sent++;
+    let called = false;
+    const done = (err: Error | null): void => {
+      if (called) return;
+      called = true;
+      try {
+        this.completed(rec, gen, err);
+      } catch (e) {
+        this.log?.error({ err: e, seq: rec.seq }, 'uplink: ack handling failed');
+      }
+    };
+    try {
+      this.link.publish(topic, rec.payload, rec.qos, props, done);
+    } catch (err) {
+      done(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  private completed(rec: OutboxRecord, gen: number, err: Error | null): void {
+    if (gen !== this.gen) return; // an older connection: the record goes again on this one
+    this.inFlight.delete(rec.seq);
+    if (!err) {
+      this.outbox.remove(rec.seq);
+      this.st.acked++;
+      this.st.lastAckedSeq = rec.seq;
+    } else {
+      const code = (err as Error & { code?: unknown }).code;
+      if (typeof code === 'number' && PERMANENT_REFUSALS.has(code)) {
+        this.log?.warn({ seq: rec.seq, topic: rec.topic, code }, 'uplink: HQ refused the message for good; dropped');
+        this.st.rejected++;
+        this.outbox.remove(rec.seq);
+      } else {
+        this.log?.warn({ seq: rec.seq, topic: rec.topic, code, err: err.message }, 'uplink: HQ refused the message for now; will retry');
+        this.st.retried++;
+        this.retries.push({ rec, at: this.now() + this.retryDelayMs });
+      }
+    }
+    this.schedulePump();
+  }
+}

@@ -1,0 +1,601 @@
+// The link: the one MQTT connection to HQ (MQTT.js), with our own reconnect loop.
+//
+// - Endpoints are tried in order; a failed attempt moves on to the next at once, and after a
+//   whole round failed the loop waits a full-jitter backoff delay. After a link that was up
+//   drops, the loop starts again at the first endpoint after a backoff delay (reset once a link
+//   stayed up for backoff_reset_ms).
+// - Persistent session at HQ: clean session / clean start false, MQTT 5 session expiry. Downlink
+//   filters are subscribed after every connect (the session may have been lost). The QoS 2
+//   inbound store is kept across connections, so a QoS 2 order re-sent by HQ after a reconnect
+//   is delivered once.
+// - Every step of a connect is bounded: MQTT.js's connectTimeout covers TCP, TLS and CONNACK;
+//   our own attempt timer also covers the status publish that completes "up".
+// - Half-open detection: only traffic received from HQ counts as proof of life ('packetreceive').
+//   After one keepalive of silence we send a PINGREQ; after 2× keepalive the connection is
+//   destroyed and the next attempt starts. TCP keepalive is set on the socket as well.
+// - Status: retained "online" at the status topic once connected, "offline" as the will (QoS 1,
+//   retained), and "offline" published explicitly on a clean stop. Link state is published
+//   locally, retained, on convoy/uplink/state.
+// - A broken or hostile HQ (protocol errors, refused CONNACK, wrong SUBACK, a downlink flood) is
+//   logged and the connection restarted with backoff. No handler ever throws.
+import { readFileSync } from 'node:fs';
+import mqtt, { type IClientOptions, type IClientPublishOptions, type IConnackPacket, type IPublishPacket, type MqttClient } from 'mqtt';
+import type { Logger } from '../diagnostics/log.js';
+import type { InternalPublish } from '../broker/message.js';
+import type { Properties, QoS, UserProperties } from '../mqtt/packets.js';
+import type { UplinkConfig } from '../config/schema.js';
+import { Backoff } from './backoff.js';
+import { expandGateway } from './routes.js';
+import type { ForwarderLink } from './forwarder.js';
+
+type ClientOptions = IClientOptions;
+type MqttPublishProperties = NonNullable<IClientPublishOptions['properties']>;
+type MqttPacket = IPublishPacket;
+
+export const LINK_STATE_TOPIC = 'convoy/uplink/state';
+const ACK_CMDS = new Set<string>(['puback', 'pubrec', 'pubcomp', 'suback', 'unsuback']);
+/** Sender id of everything the uplink publishes locally; the publish tap ignores it (no loops). */
+export const UPLINK_SENDER_ID = '$uplink';
+
+export type LinkState = 'down' | 'connecting' | 'up';
+
+export interface LinkStatus {
+  state: LinkState;
+  /** "host:port" of the current or last endpoint. */
+  endpoint: string;
+  /** Date.now() when this state began. */
+  since: number;
+  /** Failed attempts since the last stable link (the backoff attempt count). */
+  attempts: number;
+  lastError: string;
+}
+
+export interface LinkUpInfo {
+  endpoint: string;
+  /** HQ's receive maximum (CONNACK property), or 65535 when HQ gives none or speaks 3.1.1. */
+  receiveMaximum: number;
+  sessionPresent: boolean;
+  protocolVersion: 4 | 5;
+}
+
+export interface DownlinkMessage {
+  topic: string;
+  payload: Buffer;
+  qos: QoS;
+  retain: boolean;
+  /** Application properties (MQTT 5), user properties as pairs. */
+  properties?: Properties;
+}
+
+export interface LinkOptions {
+  config: UplinkConfig;
+  log: Logger;
+  /** HQ filters subscribed after every connect ({gateway} already expanded). */
+  downlink: ReadonlyArray<{ filter: string; qos: QoS }>;
+  /** Where convoy/uplink/state is published (retained); none = not published. */
+  broker?: { publishInternal(p: InternalPublish, senderId?: string): void } | null;
+  random?: () => number;
+  /** More downlink PUBLISHes than this within one second is a flood: the connection restarts. */
+  maxDownlinkPerSecond?: number;
+  /** How long `stop()` waits for the "offline" status and DISCONNECT to go out. */
+  stopTimeoutMs?: number;
+}
+
+interface Listeners {
+  up: Array<(info: LinkUpInfo) => void>;
+  down: Array<(reason: string) => void>;
+  message: Array<(m: DownlinkMessage) => void>;
+}
+
+/** "host:port" → parts (the schema checked the shape). */
+export function parseEndpoint(ep: string): { host: string; port: number } {
+  const i = ep.lastIndexOf(':');
+  return { host: ep.slice(0, i), port: Number(ep.slice(i + 1)) };
+}
+
+/** Our properties → MQTT.js's publish properties (user properties as an object of arrays). */
+export function toMqttJsProperties(p: Properties | undefined): MqttPublishProperties | undefined {
+  if (!p) return undefined;
+  const out: MqttPublishProperties = {};
+  if (p.payloadFormatIndicator !== undefined) out.payloadFormatIndicator = p.payloadFormatIndicator === 1;
+  if (p.messageExpiryInterval !== undefined) out.messageExpiryInterval = p.messageExpiryInterval;
+  if (p.contentType !== undefined) out.contentType = p.contentType;
+  if (p.responseTopic !== undefined) out.responseTopic = p.responseTopic;
+  if (p.correlationData !== undefined) out.correlationData = p.correlationData;
+  if (p.userProperties && p.userProperties.length > 0) {
+    const up: Record<string, string | string[]> = {};
+    for (const [k, v] of p.userProperties) {
+      const cur = up[k];
+      if (cur === undefined) up[k] = v;
+      else if (Array.isArray(cur)) cur.push(v);
+      else up[k] = [cur, v];
+    }
+    out.userProperties = up;
+  }
+  return out;
+}
+
+/** MQTT.js's received properties → ours (application properties only). */
+export function fromMqttJsProperties(p: MqttPacket['properties'] | undefined): Properties | undefined {
+  if (!p) return undefined;
+  const out: Properties = {};
+  if (p.payloadFormatIndicator !== undefined) out.payloadFormatIndicator = p.payloadFormatIndicator ? 1 : 0;
+  if (p.messageExpiryInterval !== undefined) out.messageExpiryInterval = p.messageExpiryInterval;
+  if (p.contentType !== undefined) out.contentType = p.contentType;
+  if (p.responseTopic !== undefined) out.responseTopic = p.responseTopic;
+  if (p.correlationData !== undefined) out.correlationData = Buffer.from(p.correlationData);
+  if (p.userProperties) {
+    const pairs: UserProperties = [];
+    for (const [k, v] of Object.entries(p.userProperties)) {
+      if (Array.isArray(v)) for (const x of v) pairs.push([k, String(x)]);
+      else pairs.push([k, String(v)]);
+    }
+    if (pairs.length > 0) out.userProperties = pairs;
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
+}
+
+function errorText(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as Error & { code?: unknown }).code;
+    return typeof code === 'number' || typeof code === 'string' ? `${err.message} (${code})` : err.message;
+  }
+  return String(err);
+}
+
+export class Link implements ForwarderLink {
+  private readonly cfg: UplinkConfig;
+  private readonly log: Logger;
+  private readonly backoff: Backoff;
+  private readonly endpoints: readonly string[];
+  private readonly clientId: string;
+  private readonly statusTopic: string;
+  private readonly version: 4 | 5;
+  private readonly floodLimit: number;
+  private readonly listeners: Listeners = { up: [], down: [], message: [] };
+
+  private client: MqttClient | null = null;
+  /** Shared by every connection: QoS 2 downlink de-duplication across reconnects within a session. */
+  private incomingStore = new mqtt.Store();
+  private st: LinkStatus;
+  private started = false;
+  private stopped = false;
+  private epIndex = 0;
+  /** Attempts made in the current round over the endpoint list. */
+  private roundTried = 0;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private attemptTimer: NodeJS.Timeout | null = null;
+  private watchdog: NodeJS.Timeout | null = null;
+  private lastRx = 0;
+  private lastPing = 0;
+  private keepaliveMs: number;
+  private floodWindowStart = 0;
+  private floodCount = 0;
+  private readonly counters = { connects: 0, drops: 0, downlink: 0, downlinkUnexpected: 0, floods: 0 };
+
+  constructor(private readonly opts: LinkOptions) {
+    this.cfg = opts.config;
+    this.log = opts.log;
+    this.version = opts.config.protocol_version === 4 ? 4 : 5;
+    this.endpoints = opts.config.endpoints;
+    this.clientId = expandGateway(opts.config.client_id, opts.config.gateway_id);
+    this.statusTopic = expandGateway(opts.config.status_topic, opts.config.gateway_id);
+    this.keepaliveMs = opts.config.keepalive_s * 1000;
+    this.floodLimit = opts.maxDownlinkPerSecond ?? 1000;
+    this.backoff = new Backoff({
+      initialMs: opts.config.backoff_initial_ms,
+      maxMs: opts.config.backoff_max_ms,
+      resetAfterMs: opts.config.backoff_reset_ms,
+      ...(opts.random ? { random: opts.random } : {}),
+    });
+    this.st = { state: 'down', endpoint: this.endpoints[0] ?? '', since: Date.now(), attempts: 0, lastError: '' };
+  }
+
+  on(event: 'up', fn: (info: LinkUpInfo) => void): this;
+  on(event: 'down', fn: (reason: string) => void): this;
+  on(event: 'message', fn: (m: DownlinkMessage) => void): this;
+  on(event: keyof Listeners, fn: ((info: LinkUpInfo) => void) | ((reason: string) => void) | ((m: DownlinkMessage) => void)): this {
+    (this.listeners[event] as Array<typeof fn>).push(fn);
+    return this;
+  }
+
+  get isUp(): boolean {
+    return this.st.state === 'up';
+  }
+
+  get protocolVersion(): 4 | 5 {
+    return this.version;
+  }
+
+  status(): LinkStatus & typeof this.counters {
+    this.backoff.checkStable();
+    return { ...this.st, attempts: this.backoff.attempts, ...this.counters };
+  }
+
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    this.publishState();
+    this.attempt();
+  }
+
+  /**
+   * A clean stop: the truck goes offline. Publishes retained "offline" (QoS 1, waited for up to
+   * stopTimeoutMs), then DISCONNECT (so HQ discards the will), then closes.
+   */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.clearTimers();
+    const client = this.client;
+    this.client = null;
+    const wasUp = this.st.state === 'up';
+    if (client) {
+      const limit = this.opts.stopTimeoutMs ?? 2000;
+      if (wasUp && client.connected) {
+        await this.withTimeout(limit, (done) => {
+          client.publish(this.statusTopic, 'offline', { qos: 1, retain: true }, () => done());
+        });
+        await this.withTimeout(limit, (done) => {
+          client.end(false, this.version === 5 ? { reasonCode: 0 } : {}, () => done());
+        });
+      }
+      this.destroyClient(client);
+    }
+    this.setState('down', 'stopped');
+    if (wasUp) this.emit('down', 'stopped');
+  }
+
+  /** ForwarderLink: one PUBLISH to HQ. Ignored (callback never runs) when the link is not up. */
+  publish(topic: string, payload: Buffer, qos: QoS, properties: Properties | undefined, done: (err: Error | null) => void): void {
+    const client = this.client;
+    if (!client || this.st.state !== 'up') return;
+    const props = this.version === 5 ? toMqttJsProperties(properties) : undefined;
+    client.publish(topic, payload, props ? { qos, retain: false, properties: props } : { qos, retain: false }, (err) => {
+      done(err ?? null);
+    });
+  }
+
+  bufferedBytes(): number {
+    const s = this.client?.stream as { writableLength?: number } | undefined;
+    return s?.writableLength ?? 0;
+  }
+
+  // --- the connection loop --------------------------------------------------------------------
+
+  private emit(event: 'up', arg: LinkUpInfo): void;
+  private emit(event: 'down', arg: string): void;
+  private emit(event: 'message', arg: DownlinkMessage): void;
+  private emit(event: keyof Listeners, arg: LinkUpInfo | string | DownlinkMessage): void {
+    for (const fn of this.listeners[event] as Array<(a: unknown) => void>) {
+      try {
+        fn(arg);
+      } catch (err) {
+        this.log.error({ err, event }, 'uplink: link listener failed');
+      }
+    }
+  }
+
+  private withTimeout(ms: number, start: (done: () => void) => void): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      try {
+        start(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      } catch {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+  }
+
+  private setState(state: LinkState, lastError?: string): void {
+    const changed = state !== this.st.state;
+    if (changed) this.st.since = Date.now();
+    this.st.state = state;
+    if (lastError !== undefined) this.st.lastError = lastError;
+    this.publishState();
+  }
+
+  private publishState(): void {
+    const b = this.opts.broker;
+    if (!b) return;
+    try {
+      b.publishInternal({
+        topic: LINK_STATE_TOPIC,
+        payload: JSON.stringify({
+          state: this.st.state,
+          endpoint: this.st.endpoint,
+          since: new Date(this.st.since).toISOString(),
+          attempts: this.backoff.attempts,
+          lastError: this.st.lastError,
+        }),
+        qos: 0,
+        retain: true,
+      }, UPLINK_SENDER_ID);
+    } catch (err) {
+      this.log.warn({ err }, 'uplink: cannot publish the link state locally');
+    }
+  }
+
+  private loadTls(): { ca?: Buffer; cert?: Buffer; key?: Buffer } {
+    // Read at every attempt until it works: a certificate renewed on disk is picked up.
+    const t = this.cfg.tls;
+    const out: { ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
+    if (t.ca) out.ca = readFileSync(t.ca);
+    if (t.cert) out.cert = readFileSync(t.cert);
+    if (t.key) out.key = readFileSync(t.key);
+    return out;
+  }
+
+  private clientOptions(endpoint: string): ClientOptions {
+    const { host, port } = parseEndpoint(endpoint);
+    const c = this.cfg;
+    const o: ClientOptions = {
+      host,
+      port,
+      protocol: c.tls.enabled ? 'mqtts' : 'mqtt',
+      protocolVersion: this.version,
+      clientId: this.clientId,
+      clean: false,
+      keepalive: c.keepalive_s,
+      connectTimeout: c.connect_timeout_ms,
+      reconnectPeriod: 0,
+      resubscribe: false,
+      queueQoSZero: false,
+      incomingStore: this.incomingStore,
+      will: { topic: this.statusTopic, payload: Buffer.from('offline'), qos: 1, retain: true },
+    };
+    if (c.username) o.username = c.username;
+    if (c.password) o.password = c.password;
+    if (this.version === 5) o.properties = { sessionExpiryInterval: c.session_expiry_s };
+    if (c.tls.enabled) {
+      const files = this.loadTls();
+      if (files.ca) o.ca = files.ca;
+      if (files.cert) o.cert = files.cert;
+      if (files.key) o.key = files.key;
+      o.rejectUnauthorized = true;
+      if (c.tls.servername) o.servername = c.tls.servername;
+    }
+    return o;
+  }
+
+  private attempt(): void {
+    this.retryTimer = null;
+    if (this.stopped) return;
+    const endpoint = this.endpoints[this.epIndex] ?? this.endpoints[0] ?? '';
+    this.st.endpoint = endpoint;
+    this.setState('connecting');
+    this.roundTried++;
+    let client: MqttClient;
+    try {
+      client = mqtt.connect(this.clientOptions(endpoint));
+    } catch (err) {
+      // Bad TLS files, an invalid option: counts as a failed attempt.
+      this.failed(null, errorText(err));
+      return;
+    }
+    this.client = client;
+    this.lastRx = Date.now();
+    this.floodCount = 0;
+    this.floodWindowStart = this.lastRx;
+    const current = (): boolean => this.client === client;
+
+    client.on('packetreceive', (packet) => {
+      if (!current()) return;
+      this.lastRx = Date.now();
+      if (packet.cmd === 'publish') this.countDownlink(client);
+      else if (ACK_CMDS.has(packet.cmd)) {
+        // MQTT.js ignores an ack for a packet id it never sent: for us that is a broken HQ.
+        const id = (packet as { messageId?: number }).messageId;
+        if (id === undefined || client.outgoing[id] === undefined) this.failed(client, `HQ sent ${packet.cmd} for unknown packet id ${id}`);
+      }
+    });
+    client.on('connect', (connack) => {
+      if (!current()) return;
+      try {
+        this.connected(client, connack);
+      } catch (err) {
+        this.failed(client, `after CONNACK: ${errorText(err)}`);
+      }
+    });
+    client.on('message', (topic, payload, packet) => {
+      if (!current()) return;
+      this.received(topic, payload, packet);
+    });
+    client.on('disconnect', (packet) => {
+      if (!current()) return;
+      this.failed(client, `HQ sent DISCONNECT${packet.reasonCode !== undefined ? ` (reason 0x${packet.reasonCode.toString(16)})` : ''}`);
+    });
+    client.on('error', (err) => {
+      // Also after the client was abandoned: an 'error' without a listener would throw.
+      if (!current()) return;
+      this.failed(client, errorText(err));
+    });
+    client.on('close', () => {
+      if (!current()) return;
+      this.failed(client, this.st.state === 'up' ? 'connection lost' : 'connection closed before it was up');
+    });
+    const stream = client.stream as { setKeepAlive?: (on: boolean, ms: number) => void; setNoDelay?: (on: boolean) => void } | undefined;
+    try {
+      stream?.setKeepAlive?.(true, Math.max(1000, Math.floor(this.keepaliveMs / 2)));
+      stream?.setNoDelay?.(true);
+    } catch {
+      // not a socket (never with mqtt:// or mqtts://)
+    }
+    // Covers TCP, TLS, CONNACK and the "online" status ack that completes "up".
+    this.attemptTimer = setTimeout(() => {
+      this.attemptTimer = null;
+      if (current() && this.st.state !== 'up') this.failed(client, `connect timeout (${this.cfg.connect_timeout_ms} ms)`);
+    }, this.cfg.connect_timeout_ms + 100);
+  }
+
+  private connected(client: MqttClient, connack: IConnackPacket): void {
+    const props = this.version === 5 ? connack.properties : undefined;
+    const receiveMaximum = props?.receiveMaximum && props.receiveMaximum > 0 ? props.receiveMaximum : 65535;
+    this.keepaliveMs = (props?.serverKeepAlive !== undefined && props.serverKeepAlive > 0 ? props.serverKeepAlive : this.cfg.keepalive_s) * 1000;
+    if (!connack.sessionPresent) {
+      // A new session at HQ: QoS 2 ids of the old one mean nothing now.
+      this.incomingStore = new mqtt.Store();
+      client.incomingStore = this.incomingStore;
+    }
+    this.startWatchdog(client);
+    // Downlink filters after every connect: the session may have been lost.
+    if (this.opts.downlink.length > 0) {
+      const subs: Record<string, { qos: QoS; nl?: boolean }> = {};
+      for (const d of this.opts.downlink) subs[d.filter] = this.version === 5 ? { qos: d.qos, nl: true } : { qos: d.qos };
+      client.subscribe(subs, (err, granted) => {
+        if (this.client !== client) return;
+        if (err) {
+          // A SUBACK with the wrong number of codes is an error here (MQTT.js closes the stream).
+          this.failed(client, `subscribe: ${errorText(err)}`);
+          return;
+        }
+        for (const g of granted ?? []) {
+          if (g.qos >= 0x80) this.log.error({ filter: g.topic, code: g.qos }, 'uplink: HQ refused a downlink subscription');
+        }
+      });
+    }
+    // "online" (retained) completes the connect: the forwarder starts after its PUBACK, so the
+    // status message never takes a slot of HQ's receive maximum from the forwarder.
+    const endpoint = this.st.endpoint;
+    client.publish(this.statusTopic, 'online', { qos: 1, retain: true }, (err) => {
+      if (this.client !== client || this.stopped) return;
+      if (err) this.log.warn({ err: errorText(err) }, 'uplink: HQ refused the online status');
+      if (this.attemptTimer) clearTimeout(this.attemptTimer);
+      this.attemptTimer = null;
+      this.roundTried = 0;
+      this.counters.connects++;
+      this.backoff.connected();
+      this.setState('up', '');
+      this.log.info({ endpoint, sessionPresent: connack.sessionPresent, receiveMaximum }, 'uplink: connected to HQ');
+      this.emit('up', { endpoint, receiveMaximum, sessionPresent: connack.sessionPresent, protocolVersion: this.version });
+    });
+  }
+
+  /**
+   * Proof of life counts only what HQ sends. One keepalive of silence: a PINGREQ (MQTT.js pings
+   * only when its own timer says so). Two keepalives of silence: the link is dead. The timer is
+   * armed for the exact deadline, so detection never takes longer than 2× keepalive.
+   */
+  private startWatchdog(client: MqttClient): void {
+    if (this.watchdog) clearTimeout(this.watchdog);
+    this.lastRx = Date.now();
+    this.lastPing = 0;
+    const check = (): void => {
+      this.watchdog = null;
+      if (this.client !== client) return;
+      const now = Date.now();
+      const deadAt = this.lastRx + 2 * this.keepaliveMs;
+      const pingAt = this.lastRx + this.keepaliveMs;
+      if (now >= deadAt) {
+        this.failed(client, `no traffic from HQ for ${now - this.lastRx} ms (2× keepalive): link declared dead`);
+        return;
+      }
+      if (now >= pingAt && this.lastPing < this.lastRx) {
+        this.lastPing = now;
+        try {
+          client.sendPing();
+        } catch {
+          // the deadline decides
+        }
+      }
+      const wake = now < pingAt ? pingAt : deadAt;
+      this.watchdog = setTimeout(check, Math.max(1, wake - now));
+    };
+    this.watchdog = setTimeout(check, this.keepaliveMs);
+  }
+
+  private countDownlink(client: MqttClient): void {
+    const now = Date.now();
+    if (now - this.floodWindowStart >= 1000) {
+      this.floodWindowStart = now;
+      this.floodCount = 0;
+    }
+    if (++this.floodCount > this.floodLimit) {
+      this.counters.floods++;
+      this.failed(client, `downlink flood: more than ${this.floodLimit} messages in one second`);
+    }
+  }
+
+  private received(topic: string, payload: Buffer, packet: MqttPacket): void {
+    this.counters.downlink++;
+    const msg: DownlinkMessage = {
+      topic,
+      // MQTT.js may hand out a slice of its read buffer: the message outlives it.
+      payload: Buffer.from(payload),
+      qos: packet.qos,
+      retain: packet.retain,
+    };
+    const props = this.version === 5 ? fromMqttJsProperties(packet.properties) : undefined;
+    if (props) msg.properties = props;
+    this.emit('message', msg);
+  }
+
+  /** Counted by the downlink when a message matched no filter. */
+  noteUnexpected(): void {
+    this.counters.downlinkUnexpected++;
+  }
+
+  /**
+   * The current attempt or connection failed: destroy it, report, schedule the next attempt.
+   * `client` null = the attempt failed before a client existed.
+   */
+  private failed(client: MqttClient | null, reason: string): void {
+    if (client && this.client !== client) return;
+    const wasUp = this.st.state === 'up';
+    this.client = null;
+    this.clearTimers();
+    if (client) this.destroyClient(client);
+    if (this.stopped) return;
+    this.counters.drops++;
+    if (wasUp) {
+      this.backoff.disconnected();
+      this.log.warn({ endpoint: this.st.endpoint, reason }, 'uplink: link to HQ down');
+    } else {
+      this.log.warn({ endpoint: this.st.endpoint, reason }, 'uplink: connect to HQ failed');
+    }
+    this.st.lastError = reason;
+    let delay = 0;
+    if (wasUp) {
+      this.epIndex = 0;
+      this.roundTried = 0;
+      delay = this.backoff.next();
+    } else if (this.roundTried < this.endpoints.length) {
+      this.epIndex = (this.epIndex + 1) % this.endpoints.length; // failover: next endpoint now
+    } else {
+      this.epIndex = 0;
+      this.roundTried = 0;
+      delay = this.backoff.next();
+    }
+    this.setState('down', reason);
+    if (wasUp) this.emit('down', reason);
+    if (this.stopped) return;
+    this.retryTimer = setTimeout(() => this.attempt(), delay);
+  }
+
+  private destroyClient(client: MqttClient): void {
+    try {
+      client.end(true);
+    } catch {
+      // the stream is destroyed below either way
+    }
+    try {
+      // end() does nothing when a graceful end is already under way: make sure the socket goes.
+      (client.stream as { destroy?: () => void } | undefined)?.destroy?.();
+    } catch {
+      // nothing left to do
+    }
+  }
+
+  private clearTimers(): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.attemptTimer) clearTimeout(this.attemptTimer);
+    if (this.watchdog) clearTimeout(this.watchdog);
+    this.retryTimer = null;
+    this.attemptTimer = null;
+    this.watchdog = null;
+  }
+}

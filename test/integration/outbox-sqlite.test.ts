@@ -1,0 +1,316 @@
+// The SQLite outbox on real files: durability across reopen and a simulated power cut, seq
+// numbering that survives an emptied outbox, the migration from a database without an outbox, and
+// the outbox committing in the same transaction as the broker's journal (commit participants).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import Database from 'better-sqlite3';
+import { createOutbox } from '../../src/bridge/outbox.js';
+import type { OutboxClass, OutboxRecord } from '../../src/bridge/types.js';
+import { MemoryStateStore } from '../../src/store/memory-state-store.js';
+import { MIGRATIONS, SCHEMA_VERSION } from '../../src/store/migrations.js';
+import { MemoryOutboxStore, SqliteOutboxStore } from '../../src/store/outbox-store.js';
+import { SqliteStateStore, type CommitParticipant } from '../../src/store/sqlite-state-store.js';
+import { StoreError } from '../../src/store/state-store.js';
+import { message } from '../unit/state-store-conformance.js';
+
+const quiet = { info: () => {}, warn: () => {}, error: () => {} };
+
+function rec(cls: OutboxClass, localTopic: string, payload: string, extra: Partial<OutboxRecord> = {}): Omit<OutboxRecord, 'seq'> {
+  return { cls, localTopic, topic: `fleet/gw1/${localTopic}`, payload: Buffer.from(payload), qos: 1, createdAt: 1, expiresAt: 0, ...extra };
+}
+
+describe('SQLite outbox on disk', () => {
+  let dir: string;
+  let file: string;
+  const open: SqliteStateStore[] = [];
+
+  function openStore(at = file): { state: SqliteStateStore; store: SqliteOutboxStore } {
+    const state = new SqliteStateStore({ path: at, log: quiet });
+    open.push(state);
+    return { state, store: new SqliteOutboxStore(state) };
+  }
+
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'convoy-outbox-'));
+    file = path.join(dir, 'convoy.db');
+  });
+
+  afterEach(() => {
+    for (const s of open.splice(0)) {
+      try {
+        s.close();
+      } catch {
+        // already closed
+      }
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('records, totals and the seq survive a reopen; numbering continues after the highest seq', async () => {
+    const { state, store } = openStore();
+    const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+    const classes: OutboxClass[] = ['alarm', 'event', 'telemetry', 'bulk'];
+    const appended: OutboxRecord[] = [];
+    for (let i = 0; i < 40; i++) {
+      const r = o.append(
+        rec(classes[i % 4]!, `t/${i % 3}`, `p${i}`, {
+          properties: { correlationData: Buffer.from([i, 255]), userProperties: [['n', String(i)]] },
+          expiresAt: i === 5 ? 10_000_000_000_000 : 0,
+        }),
+      );
+      appended.push(r!);
+    }
+    o.remove(2);
+    await state.commit();
+    const before = o.stats();
+    state.close();
+
+    const again = openStore();
+    const o2 = createOutbox({ store: again.store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+    expect(o2.stats()).to.deep.equal(before);
+    for (const cls of classes) {
+      const got = o2.next(cls, 0, 100);
+      expect(got).to.deep.equal(appended.filter((r) => r.cls === cls && r.seq !== 2), cls);
+    }
+    expect(o2.committedSeq).to.equal(40);
+    expect(o2.append(rec('event', 'x', 'after'))?.seq).to.equal(41);
+  });
+
+  it('an outbox emptied by acknowledgements does not restart its numbering', async () => {
+    const { state, store } = openStore();
+    const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+    for (let i = 0; i < 5; i++) o.append(rec('telemetry', 'gps', String(i)));
+    await state.commit();
+    for (let seq = 1; seq <= 5; seq++) o.remove(seq);
+    await state.commit();
+    expect(state.db.prepare('SELECT count(*) FROM outbox').pluck().get()).to.equal(0);
+    state.close();
+    const again = openStore();
+    expect(again.store.lastSeq).to.equal(5);
+    const o2 = createOutbox({ store: again.store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+    expect(o2.append(rec('telemetry', 'gps', 'new'))?.seq).to.equal(6);
+    expect(o2.stats().lastSeq).to.equal(6);
+  });
+
+  it('a power cut loses only what was not committed (never readable), and its seqs are given out again', async () => {
+    const { state, store } = openStore();
+    const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+    for (let i = 0; i < 3; i++) o.append(rec('event', 'e', `committed ${i}`));
+    await state.commit();
+    o.append(rec('event', 'e', 'lost 1'));
+    o.append(rec('event', 'e', 'lost 2'));
+    expect(o.next('event', 0, 10)).to.have.length(3); // the pending ones are not readable
+    // The files as a power cut would leave them: the database and its WAL, without the pending batch.
+    const copyDir = fs.mkdtempSync(path.join(dir, 'cut-'));
+    for (const suffix of ['', '-wal']) {
+      if (fs.existsSync(file + suffix)) fs.copyFileSync(file + suffix, path.join(copyDir, `convoy.db${suffix}`));
+    }
+    const after = openStore(path.join(copyDir, 'convoy.db'));
+    const o2 = createOutbox({ store: after.store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+    expect(o2.next('event', 0, 10).map((r) => r.payload.toString())).to.deep.equal(['committed 0', 'committed 1', 'committed 2']);
+    expect(o2.append(rec('event', 'e', 'next'))?.seq).to.equal(4);
+  });
+
+  it('migrates a database written before the outbox existed', () => {
+    const raw = new Database(file);
+    raw.pragma('journal_mode = WAL');
+    raw.exec(MIGRATIONS[0]!.sql);
+    raw.pragma('user_version = 1');
+    raw.close();
+    const { state, store } = openStore();
+    expect(state.db.pragma('user_version', { simple: true })).to.equal(SCHEMA_VERSION);
+    expect(store.lastSeq).to.equal(0);
+    expect(store.totals().alarm).to.deep.equal({ count: 0, bytes: 0 });
+  });
+
+  it('uses its indexes for reads by class, newest per topic and expiry', () => {
+    const { state } = openStore();
+    const plan = (sql: string): string =>
+      (state.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as { detail: string }[]).map((r) => r.detail).join('; ');
+    expect(plan('SELECT * FROM outbox WHERE cls = 2 AND seq > 5 ORDER BY seq LIMIT 10')).to.match(/INDEX outbox_by_class/);
+    expect(plan("SELECT max(seq) FROM outbox WHERE cls = 2 AND local_topic = 'a'")).to.match(/COVERING INDEX outbox_by_topic/);
+    expect(plan("SELECT min(local_topic) FROM outbox WHERE cls = 2 AND local_topic > 'a'")).to.match(/COVERING INDEX outbox_by_topic/);
+    expect(plan('SELECT seq FROM outbox WHERE expires_at > 0 AND (expires_at, seq) > (0, 0) AND expires_at <= 9 ORDER BY expires_at, seq LIMIT 5')).to.match(
+      /INDEX outbox_by_expiry/,
+    );
+  });
+
+  describe('one transaction with the broker journal', () => {
+    it('commit() runs when only the outbox has pending work, and onCommitted follows it', async () => {
+      const { state, store } = openStore();
+      const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+      const seen: number[] = [];
+      o.onCommitted((seq) => seen.push(seq));
+      expect(state.pending).to.equal(false);
+      o.append(rec('alarm', 'a', '1'));
+      expect(state.pending).to.equal(true);
+      await state.commit();
+      expect(state.pending).to.equal(false);
+      expect(seen).to.deep.equal([1]);
+      o.remove(1);
+      expect(state.pending).to.equal(true);
+      await state.commit();
+      expect(seen).to.deep.equal([1]); // a removal makes nothing new readable
+      expect(state.db.prepare('SELECT count(*) FROM outbox').pluck().get()).to.equal(0);
+    });
+
+    it('work added from an onCommitted listener gets a commit of its own', async () => {
+      const { state, store } = openStore();
+      const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+      const seen: number[] = [];
+      const second = new Promise<void>((resolve) => {
+        o.onCommitted((seq) => {
+          seen.push(seq);
+          if (seq === 1) o.append(rec('event', 'e', 'from the listener'));
+          else resolve();
+        });
+      });
+      o.append(rec('event', 'e', 'first'));
+      await state.commit();
+      await second;
+      expect(seen).to.deep.equal([1, 2]);
+      expect(state.pending).to.equal(false);
+    });
+
+    it('an outbox write that fails rolls back the journal changes of the same batch; the retry writes both', async () => {
+      const { state, store } = openStore();
+      const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+      const seen: number[] = [];
+      o.onCommitted((seq) => seen.push(seq));
+      state.db.exec("CREATE TRIGGER fail_outbox BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'injected'); END");
+
+      // What the broker does for a PUBLISH routed uplink and stored for a persistent session.
+      state.putSession('truck-1', 3600, 0);
+      state.putMessage(1, message('truck/telemetry/gps'));
+      o.append(rec('telemetry', 'truck/telemetry/gps', 'fix'));
+      let error: unknown;
+      await state.commit().catch((err: unknown) => (error = err));
+      expect(error).to.be.instanceOf(StoreError);
+      expect(state.fault).to.equal('io_error');
+      expect(state.pending).to.equal(true);
+      expect(seen).to.deep.equal([]);
+
+      // Nothing of the batch reached the database: another connection sees neither part.
+      const reader = new Database(file, { readonly: true });
+      try {
+        expect(reader.prepare('SELECT count(*) FROM sessions').pluck().get()).to.equal(0);
+        expect(reader.prepare('SELECT count(*) FROM messages').pluck().get()).to.equal(0);
+        expect(reader.prepare('SELECT count(*) FROM outbox').pluck().get()).to.equal(0);
+      } finally {
+        reader.close();
+      }
+      expect(o.next('telemetry', 0, 10)).to.deep.equal([]);
+
+      state.db.exec('DROP TRIGGER fail_outbox');
+      await state.commit();
+      expect(state.fault).to.equal(null);
+      expect(state.pending).to.equal(false);
+      expect(seen).to.deep.equal([1]);
+      state.close();
+
+      const again = openStore();
+      expect(again.state.load().sessions.map((s) => s.clientId)).to.deep.equal(['truck-1']);
+      const o2 = createOutbox({ store: again.store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+      expect(o2.next('telemetry', 0, 10).map((r) => r.payload.toString())).to.deep.equal(['fix']);
+    });
+
+    it('a read-only database: the journal and the outbox both wait, and both commit once writable', async () => {
+      const { state, store } = openStore();
+      const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+      o.append(rec('event', 'e', 'first'));
+      await state.commit();
+      state.db.pragma('query_only = ON');
+      state.putSession('ro', 60, 0);
+      o.append(rec('event', 'e', 'second'));
+      o.remove(1);
+      await state.commit().catch(() => {});
+      expect(state.fault).to.equal('read_only');
+      expect(o.next('event', 0, 10)).to.deep.equal([]); // 1 is removed (pending), 2 not committed
+      state.db.pragma('query_only = OFF');
+      await state.commit();
+      expect(o.next('event', 0, 10).map((r) => r.seq)).to.deep.equal([2]);
+      expect(state.load().sessions.map((s) => s.clientId)).to.deep.equal(['ro']);
+      expect(state.db.prepare('SELECT seq FROM outbox').pluck().all()).to.deep.equal([2]);
+    });
+
+    it('a participant that throws in apply: the whole transaction is rolled back and retried', async () => {
+      const { state } = openStore();
+      let fail = true;
+      let applied = 0;
+      let committed = 0;
+      const p: CommitParticipant = {
+        get hasPending() {
+          return committed === 0;
+        },
+        apply() {
+          applied++;
+          state.db.prepare('INSERT INTO outbox_meta (id, last_seq) VALUES (2, 7)').run();
+          if (fail) throw new Error('participant failed');
+        },
+        committed() {
+          committed++;
+        },
+      };
+      const detach = state.attachParticipant(p);
+      state.putSession('s', 60, 0);
+      await state.commit().catch(() => {});
+      expect(state.fault).to.equal('io_error');
+      expect(committed).to.equal(0);
+      expect(state.db.prepare('SELECT count(*) FROM sessions').pluck().get()).to.equal(0);
+      expect(state.db.prepare('SELECT count(*) FROM outbox_meta').pluck().get()).to.equal(1);
+      fail = false;
+      await state.commit();
+      expect([applied, committed]).to.deep.equal([2, 1]);
+      expect(state.db.prepare('SELECT count(*) FROM sessions').pluck().get()).to.equal(1);
+      expect(state.db.prepare('SELECT count(*) FROM outbox_meta').pluck().get()).to.equal(2);
+      detach();
+    });
+
+    it('close() commits the outbox pending work with the batch', () => {
+      const { state, store } = openStore();
+      const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+      o.append(rec('bulk', 'b', 'at close'));
+      state.close();
+      const again = openStore();
+      expect(again.store.totals().bulk.count).to.equal(1);
+      expect(again.store.readCommitted('bulk', 0, 5).map((r) => r.payload.toString())).to.deep.equal(['at close']);
+    });
+  });
+});
+
+describe('MemoryStateStore participants', () => {
+  it('applies and commits a participant at commit(); a throwing apply rejects and keeps the work', async () => {
+    const host = new MemoryStateStore();
+    const store = new MemoryOutboxStore({ host });
+    const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+    o.append(rec('event', 'e', '1'));
+    expect(host.pending).to.equal(true);
+    await host.commit();
+    expect(host.pending).to.equal(false);
+    expect(o.next('event', 0, 5).map((r) => r.seq)).to.deep.equal([1]);
+
+    let fail = true;
+    let done = 0;
+    host.attachParticipant({
+      get hasPending() {
+        return done === 0;
+      },
+      apply() {
+        if (fail) throw new Error('boom');
+      },
+      committed() {
+        done++;
+      },
+    });
+    let error: unknown;
+    await host.commit().catch((err: unknown) => (error = err));
+    expect(error).to.be.instanceOf(StoreError);
+    expect(host.pending).to.equal(true);
+    fail = false;
+    await host.commit();
+    expect(done).to.equal(1);
+    expect(host.pending).to.equal(false);
+  });
+});
