@@ -4,6 +4,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { raiseAlarm, type Alarm } from './diagnostics/alarms.js';
 import { applySecurity } from './security/setup.js';
+import { certExpiryAlarm, checkCertificateFiles, type WatchedFile } from './security/cert-expiry.js';
 import type { StateStore } from './store/state-store.js';
 import { SqliteStateStore } from './store/sqlite-state-store.js';
 import { MemoryOutboxStore, SqliteOutboxStore } from './store/outbox-store.js';
@@ -89,6 +90,21 @@ function openStore(config: Config, log: Logger): { store?: StateStore; alarm?: A
   }
 }
 
+function watchedCertificates(config: Config): WatchedFile[] {
+  const files: WatchedFile[] = [];
+  for (const l of config.listeners) {
+    if (l.cert) files.push({ name: `${l.type} listener certificate`, path: l.cert });
+    if (l.ca) files.push({ name: `${l.type} listener client CA`, path: l.ca });
+    if (l.crl) files.push({ name: `${l.type} listener CRL`, path: l.crl, kind: 'crl' });
+  }
+  const tls = config.uplink.tls;
+  if (config.uplink.enabled && tls.enabled) {
+    if (tls.cert) files.push({ name: 'uplink client certificate', path: tls.cert });
+    if (tls.ca) files.push({ name: 'uplink CA', path: tls.ca });
+  }
+  return files;
+}
+
 /**
  * The outbox shares the broker's store (one database, one grouped commit: a message routed
  * uplink is acknowledged to its LAN publisher only once it is in the outbox) and the bridge
@@ -153,6 +169,15 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   if (config.uplink.enabled) bridge = startUplink(config, broker, store, log);
   const sys = new SysTopics(broker, config.sys.interval_s);
   sys.start();
+  // Certificates nearing expiry (listeners, their CAs and CRLs, the uplink client certificate):
+  // checked at start and daily, alarm 30 days ahead.
+  const certFiles = watchedCertificates(config);
+  const checkCerts = (): void => {
+    const alarm = certExpiryAlarm(checkCertificateFiles(certFiles));
+    if (alarm) raiseAlarm(broker, alarm);
+  };
+  if (certFiles.length > 0) checkCerts();
+  const certTimer = certFiles.length > 0 ? setInterval(checkCerts, 24 * 3600 * 1000).unref() : undefined;
   for (const l of listeners) log.info({ listener: l.name }, 'listening');
   let stopping: Promise<void> | null = null;
   return {
@@ -167,6 +192,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     bridge,
     stop: () => (stopping ??= (async () => {
       sys.stop();
+      if (certTimer) clearInterval(certTimer);
       const closing = listeners.map((l) => l.close());
       // The uplink goes first: it says "offline" at HQ and stops reading the outbox before the store closes.
       await bridge?.stop();

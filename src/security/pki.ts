@@ -20,55 +20,11 @@ import { dirname, join } from 'node:path';
 import type * as X509 from '@peculiar/x509';
 import { derChildren, derElement, type DerElement } from './cert-expiry.js';
 
-installReflectMetadata();
-// Loaded after the shim above: its dependency tsyringe throws at import without Reflect metadata.
+// @peculiar/x509's dependency tsyringe needs the Reflect metadata API at import time. Only the
+// `convoy certs` command loads this module, so the running broker never carries the polyfill.
+await import('reflect-metadata');
 const x509: typeof X509 = await import('@peculiar/x509');
 x509.cryptoProvider.set(webcrypto);
-
-/**
- * @peculiar/x509 2.x needs the Reflect metadata API (normally from the reflect-metadata package,
- * which this project does not ship). This is the minimum it uses: per-object, per-property
- * metadata maps with prototype-chain lookup. Installed only if nothing else provides it; the CLI
- * loads this module lazily, so the running broker never gets it.
- */
-function installReflectMetadata(): void {
-  const R = Reflect as unknown as Record<string, unknown>;
-  if (typeof R.getMetadata === 'function') return;
-  const store = new WeakMap<object, Map<PropertyKey | undefined, Map<unknown, unknown>>>();
-  const own = (target: object, prop: PropertyKey | undefined, create: boolean): Map<unknown, unknown> | undefined => {
-    let byProp = store.get(target);
-    if (!byProp) {
-      if (!create) return undefined;
-      byProp = new Map();
-      store.set(target, byProp);
-    }
-    let map = byProp.get(prop);
-    if (!map && create) {
-      map = new Map();
-      byProp.set(prop, map);
-    }
-    return map;
-  };
-  const find = (key: unknown, target: object, prop?: PropertyKey): Map<unknown, unknown> | undefined => {
-    for (let t: object | null = target; t !== null; t = Object.getPrototypeOf(t) as object | null) {
-      const m = own(t, prop, false);
-      if (m?.has(key)) return m;
-    }
-    return undefined;
-  };
-  const defineMetadata = (key: unknown, value: unknown, target: object, prop?: PropertyKey): void => void own(target, prop, true)?.set(key, value);
-  Object.assign(R, {
-    defineMetadata,
-    getOwnMetadata: (key: unknown, target: object, prop?: PropertyKey): unknown => own(target, prop, false)?.get(key),
-    hasOwnMetadata: (key: unknown, target: object, prop?: PropertyKey): boolean => own(target, prop, false)?.has(key) ?? false,
-    getMetadata: (key: unknown, target: object, prop?: PropertyKey): unknown => find(key, target, prop)?.get(key),
-    hasMetadata: (key: unknown, target: object, prop?: PropertyKey): boolean => find(key, target, prop) !== undefined,
-    metadata:
-      (key: unknown, value: unknown) =>
-      (target: object, prop?: PropertyKey): void =>
-        defineMetadata(key, value, target, prop),
-  });
-}
 
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
