@@ -6,18 +6,13 @@ import { raiseAlarm, type Alarm } from './diagnostics/alarms.js';
 import { applySecurity } from './security/setup.js';
 import { certExpiryAlarm, checkCertificateFiles, type WatchedFile } from './security/cert-expiry.js';
 import type { StateStore } from './store/state-store.js';
-import { SqliteStateStore } from './store/sqlite-state-store.js';
-import { MemoryOutboxStore, SqliteOutboxStore } from './store/outbox-store.js';
-import { createOutbox } from './bridge/outbox.js';
-import { startBridge, type Bridge } from './bridge/bridge.js';
+import type { Bridge } from './bridge/bridge.js';
 import type { Config } from './config/schema.js';
 import type { Logger } from './diagnostics/log.js';
 import { Broker, type BrokerLimits } from './broker/broker.js';
 import type { Listener } from './broker/listeners/listener.js';
 import { listenTcp } from './broker/listeners/tcp.js';
-import { listenTls } from './broker/listeners/tls.js';
 import type { ReloadableListener } from './broker/listeners/tls-material.js';
-import { listenWebSocket } from './broker/listeners/websocket.js';
 import { SysTopics } from './broker/sys-topics.js';
 import { convoyVersion } from './version.js';
 
@@ -63,10 +58,12 @@ export function limitsFromConfig(c: Config): Partial<BrokerLimits> {
  * Opens the durable store. A store that cannot be opened (newer schema after a downgrade, a
  * permission problem) never stops the gateway: it runs on memory state and raises an alarm.
  */
-function openStore(config: Config, log: Logger): { store?: StateStore; alarm?: Alarm } {
+async function openStore(config: Config, log: Logger): Promise<{ store?: StateStore; alarm?: Alarm }> {
   if (!config.store.enabled) return {};
   const path = join(config.data_dir, 'convoy.db');
   try {
+    // Loaded only when enabled: the native SQLite addon.
+    const { SqliteStateStore } = await import('./store/sqlite-state-store.js');
     const store = new SqliteStateStore({
       path, log, commitWindowMs: config.store.commit_window_ms, integrityCheckMs: config.store.integrity_check_ms,
     });
@@ -110,7 +107,12 @@ function watchedCertificates(config: Config): WatchedFile[] {
  * uplink is acknowledged to its LAN publisher only once it is in the outbox) and the bridge
  * drains it to HQ. Without a store the outbox is in memory.
  */
-function startUplink(config: Config, broker: Broker, store: StateStore | undefined, log: Logger): Bridge {
+async function startUplink(config: Config, broker: Broker, store: StateStore | undefined, log: Logger): Promise<Bridge> {
+  // Loaded only when enabled: MQTT.js and the outbox are a large part of the memory of a gateway.
+  const [{ MemoryOutboxStore, SqliteOutboxStore }, { createOutbox }, { startBridge }] = await Promise.all([
+    import('./store/outbox-store.js'), import('./bridge/outbox.js'), import('./bridge/bridge.js'),
+  ]);
+  const { SqliteStateStore } = await import('./store/sqlite-state-store.js');
   const outboxStore = store instanceof SqliteStateStore ? new SqliteOutboxStore(store) : new MemoryOutboxStore({});
   const outbox = createOutbox({
     store: outboxStore,
@@ -130,7 +132,7 @@ function startUplink(config: Config, broker: Broker, store: StateStore | undefin
 
 export async function startGateway(config: Config, log: Logger): Promise<Gateway> {
   mkdirSync(config.data_dir, { recursive: true });
-  const { store, alarm } = openStore(config, log);
+  const { store, alarm } = await openStore(config, log);
   const broker = new Broker({ limits: limitsFromConfig(config), log, version: convoyVersion(), store });
   if (alarm) raiseAlarm(broker, alarm);
   let security;
@@ -152,7 +154,10 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
         case 'ws':
         case 'wss': {
           // Certificate errors name the file; say which listener it belongs to.
-          const secured = await (l.type === 'tls' ? listenTls(l, broker) : listenWebSocket(l, broker, l.type === 'wss'))
+          // Loaded only when configured (the ws library and TLS material code).
+          const secured = await (l.type === 'tls'
+            ? import('./broker/listeners/tls.js').then((m) => m.listenTls(l, broker))
+            : import('./broker/listeners/websocket.js').then((m) => m.listenWebSocket(l, broker, l.type === 'wss')))
             .catch((err: Error) => { throw new Error(`listeners[${i}] (${l.type} ${l.host}:${l.port}): ${err.message}`, { cause: err }); });
           listeners.push(secured);
           reloadable.push(secured);
@@ -166,7 +171,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     throw err;
   }
   let bridge: Bridge | undefined;
-  if (config.uplink.enabled) bridge = startUplink(config, broker, store, log);
+  if (config.uplink.enabled) bridge = await startUplink(config, broker, store, log);
   const sys = new SysTopics(broker, config.sys.interval_s);
   sys.start();
   // Certificates nearing expiry (listeners, their CAs and CRLs, the uplink client certificate):

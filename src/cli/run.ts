@@ -1,12 +1,12 @@
 // `convoy run [--config FILE]`: start the gateway and run until SIGTERM/SIGINT.
-import { defaultConfig, loadConfigFile } from '../config/load.js';
+import { loadConfigInWorker } from '../config/load-in-worker.js';
 import { createLogger } from '../diagnostics/log.js';
 import { startGateway, type Gateway } from '../gateway.js';
 import { convoyVersion } from '../version.js';
 
 export async function runCommand(opts: { configPath?: string }): Promise<void> {
   // A ConfigError propagates to main, which prints its FILE:LINE list and exits 1.
-  const config = opts.configPath ? loadConfigFile(opts.configPath) : defaultConfig();
+  const config = await loadConfigInWorker(opts.configPath);
   const log = createLogger(config.log.level);
   log.info({ version: convoyVersion(), config: opts.configPath ?? '(embedded default)', pid: process.pid }, 'convoy starting');
   // Installed before the gateway starts: SIGHUP's default action would end the process. A SIGHUP
