@@ -192,6 +192,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     reload: () => {
       for (const l of reloadable) l.reload();
       security.reload();
+      bridge?.verifier?.reload();
       return Promise.resolve();
     },
     bridge,

@@ -52,6 +52,8 @@ async function main(argv: readonly string[]): Promise<number> {
       return (await import('./cli/passwd.js')).passwdCommand(rest, io);
     case 'certs':
       return (await import('./cli/certs.js')).certsCommand(rest, io);
+    case 'keys':
+      return (await import('./cli/keys.js')).keysCommand(rest, io);
     case 'help':
       return (await import('./cli/help.js')).helpCommand(rest, io);
     case 'version':

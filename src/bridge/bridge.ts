@@ -10,6 +10,7 @@ import { Forwarder, type ForwarderStats } from './forwarder.js';
 import { Link, UPLINK_SENDER_ID, type LinkStatus } from './link.js';
 import { compileDownlinkRoute, compileUplinkRoute, findRoute, mapTopic, type UplinkRoute } from './routes.js';
 import type { Outbox, OutboxStats } from './types.js';
+import { createOrderVerifier, type OrderVerifier, type OrderVerifierStats } from '../security/order-verifier.js';
 
 export interface TapStats {
   /** Local messages appended to the outbox. */
@@ -27,6 +28,8 @@ export interface BridgeStats {
   link: LinkStatus & { connects: number; drops: number; downlink: number; downlinkUnexpected: number; floods: number };
   forwarder: ForwarderStats;
   downlink: DownlinkStats;
+  /** Signed orders (routes with verify): accepted, refused by reason; null without such routes. */
+  orders: OrderVerifierStats | null;
   tap: TapStats;
   outbox: OutboxStats;
 }
@@ -34,6 +37,8 @@ export interface BridgeStats {
 export interface Bridge {
   readonly link: Link;
   readonly forwarder: Forwarder;
+  /** The signed-order verifier (routes with verify), or null; `verifier.reload()` re-reads the trusted keys. */
+  readonly verifier: OrderVerifier | null;
   /** Stops: retained "offline" at HQ, DISCONNECT, tap removed. The outbox is left to its owner. */
   stop(): Promise<void>;
   stats(): BridgeStats;
@@ -47,6 +52,8 @@ export interface BridgeOptions {
   log: Logger;
   /** Injectable for tests. */
   random?: () => number;
+  /** Verifier for downlink routes with verify; default: built from [uplink.signing] when a route needs one. */
+  verifier?: OrderVerifier;
 }
 
 /** Topic → route cache entries kept at most (the cache is dropped when it grows past this). */
@@ -64,7 +71,8 @@ export function startBridge(opts: BridgeOptions): Bridge {
   const { uplink, outbox: outboxCfg, broker, store, log } = opts;
   const gw = uplink.gateway_id;
   const routes = uplink.routes.map((r) => compileUplinkRoute(r, gw));
-  const downRoutes = uplink.downlink.map((r) => compileDownlinkRoute(r, gw));
+  const downRoutes = uplink.downlink.map((r) => ({ ...compileDownlinkRoute(r, gw), verify: r.verify }));
+  const verifier = opts.verifier ?? (downRoutes.some((r) => r.verify) ? createOrderVerifier({ uplink, broker, log }) : null);
 
   const link = new Link({
     config: uplink,
@@ -84,7 +92,7 @@ export function startBridge(opts: BridgeOptions): Bridge {
     drainRateBytes: outboxCfg.drain_rate_bytes,
     log,
   });
-  const downlink = new Downlink({ routes: downRoutes, broker, log });
+  const downlink = new Downlink({ routes: downRoutes, broker, log, verifier });
   link.on('up', (info) => forwarder.linkUp(info));
   link.on('down', () => forwarder.linkDown());
   link.on('message', (m) => {
@@ -145,16 +153,19 @@ export function startBridge(opts: BridgeOptions): Bridge {
   return {
     link,
     forwarder,
+    verifier,
     stop: () => (stopping ??= (async () => {
       if (broker.publishTap === publishTap) broker.publishTap = null;
       forwarder.quiesce(); // acks of what is in flight still count while "offline" goes out
       await link.stop();
       forwarder.stop();
+      if (verifier && !opts.verifier) verifier.close();
     })()),
     stats: () => ({
       link: link.status(),
       forwarder: forwarder.stats(),
       downlink: downlink.stats(),
+      orders: verifier ? verifier.stats() : null,
       tap: { ...tap },
       outbox: store.stats(),
     }),

@@ -2,10 +2,16 @@
 // publish path (limits and, later, ACLs apply), with the sender id '$uplink' so that the publish
 // tap never sends it back up. Retain is cleared (HQ's retained orders are delivered to the truck
 // as ordinary messages); application properties, user properties included, are kept.
+//
+// Routes with `verify` deliver only signed orders (security/order-verifier.ts): a refused message is
+// dropped (the verifier counts, logs and raises the alarm); an accepted one is published once its
+// sequence number is durable, so a restart cannot let a replay of it in. Without a verifier a
+// verify route delivers nothing.
 import type { Logger } from '../diagnostics/log.js';
 import type { InternalPublish } from '../broker/message.js';
 import { findRoute, mapTopic, type DownlinkRoute } from './routes.js';
 import { UPLINK_SENDER_ID, type DownlinkMessage } from './link.js';
+import type { OrderVerifier } from '../security/order-verifier.js';
 
 export interface DownlinkStats {
   /** Messages published locally. */
@@ -14,20 +20,27 @@ export interface DownlinkStats {
   unexpected: number;
   /** Messages the local broker refused (threw). */
   failed: number;
+  /** Messages on verify routes refused (by reason: the verifier's stats), never delivered. */
+  rejected: number;
 }
 
 export interface DownlinkOptions {
-  routes: readonly DownlinkRoute[];
+  routes: ReadonlyArray<DownlinkRoute & { verify?: boolean }>;
+  /** Checks messages on routes with verify; none = those routes deliver nothing. */
+  verifier?: OrderVerifier | null;
   broker: { publishInternal(p: InternalPublish, senderId?: string): void };
   log: Logger;
 }
 
 export class Downlink {
-  private readonly st: DownlinkStats = { delivered: 0, unexpected: 0, failed: 0 };
+  private readonly st: DownlinkStats = { delivered: 0, unexpected: 0, failed: 0, rejected: 0 };
 
   constructor(private readonly opts: DownlinkOptions) {}
 
-  /** Handles one message from HQ; never throws. Returns whether it was published locally. */
+  /**
+   * Handles one message from HQ; never throws. Returns false when it matched no route or could not
+   * be published (a signed order is published asynchronously; a refused one counts as handled).
+   */
   handle(m: DownlinkMessage): boolean {
     try {
       const route = findRoute(this.opts.routes, m.topic);
@@ -37,6 +50,7 @@ export class Downlink {
         return false;
       }
       const topic = mapTopic(route, m.topic);
+      if (route.verify) return this.handleSigned(m, topic);
       const p: InternalPublish = { topic, payload: m.payload, qos: m.qos, retain: false };
       if (m.properties) p.properties = m.properties;
       this.opts.broker.publishInternal(p, UPLINK_SENDER_ID);
@@ -47,6 +61,39 @@ export class Downlink {
       this.opts.log.error({ err, topic: m.topic }, 'uplink: downlink message could not be published locally');
       return false;
     }
+  }
+
+  private handleSigned(m: DownlinkMessage, topic: string): boolean {
+    const verifier = this.opts.verifier;
+    if (!verifier) {
+      this.st.rejected++;
+      this.opts.log.error({ topic: m.topic }, 'uplink: downlink route requires signed orders but no verifier is configured; dropped');
+      return true;
+    }
+    const v = verifier.verify(m);
+    if (!v.ok) {
+      this.st.rejected++;
+      return true;
+    }
+    v.durable.then(
+      () => {
+        try {
+          const p: InternalPublish = { topic, payload: v.payload, qos: m.qos, retain: false };
+          if (v.properties) p.properties = v.properties;
+          this.opts.broker.publishInternal(p, UPLINK_SENDER_ID);
+          this.st.delivered++;
+        } catch (err) {
+          this.st.failed++;
+          this.opts.log.error({ err, topic: m.topic }, 'uplink: downlink message could not be published locally');
+        }
+      },
+      (err: unknown) => {
+        // Fail closed: an order whose sequence could not be made durable is not delivered.
+        this.st.rejected++;
+        verifier.reject(m.topic, 'store_error', `its sequence could not be stored (${String(err)})`, { kid: v.kid, seq: v.seq });
+      },
+    );
+    return true;
   }
 
   stats(): DownlinkStats {

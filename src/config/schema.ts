@@ -288,6 +288,17 @@ export const downlinkRouteSchema = z.strictObject({
   remote: str({ default: '', nonEmpty: true, description: 'Topic filter subscribed at HQ ({gateway} allowed), e.g. "fleet/{gateway}/orders/#".' }),
   local: str({ default: '', nonEmpty: true, description: 'Local topic: HQ\'s literal prefix is replaced by this one (e.g. "truck/orders/#").' }),
   qos: int({ default: 1, min: 0, max: 2, description: 'QoS of the subscription at HQ.' }),
+  verify: bool({
+    default: false,
+    description: 'Deliver only orders signed by a trusted HQ key ([uplink.signing]); unsigned, forged, altered, replayed, expired or wrong-truck messages are dropped and raise convoy/alarms/orders.',
+  }).optional(), // optional in the type only (the parsed value is always set): route literals in code may leave it out
+});
+
+export const uplinkSigningSchema = z.strictObject({
+  trusted_keys_dir: str({ default: './keys/trusted', nonEmpty: true, description: 'Directory of trusted HQ Ed25519 public keys (NAME.pem), managed by "convoy keys add/remove".' }),
+  gateway_key: str({ default: './keys/gateway.key', nonEmpty: true, description: 'The gateway\'s own Ed25519 private key ("convoy keys init"; mode 0600). Reserved for signing uplink messages (not used yet).' }),
+  max_clock_skew_s: int({ default: 60, min: 0, max: 86400, unit: 'seconds', description: 'An order is still accepted this long after its expiry time (truck clock drift).' }),
+  alarm_interval_s: int({ default: 60, min: 1, max: 86400, unit: 'seconds', description: 'At most two convoy/alarms/orders messages per interval; further refusals are summed.' }),
 });
 
 export const uplinkTlsSchema = z.strictObject({
@@ -324,6 +335,7 @@ export const uplinkSchema = z.strictObject({
   tls: section(uplinkTlsSchema, 'TLS towards HQ.'),
   routes: z.array(uplinkRouteSchema).default([]).describe('Local → HQ routes: one [[uplink.routes]] table each.'),
   downlink: z.array(downlinkRouteSchema).default([]).describe('HQ → local routes: one [[uplink.downlink]] table each.'),
+  signing: section(uplinkSigningSchema, 'Signed orders: HQ keys trusted on downlink routes with verify = true.'),
 });
 
 export const outboxSchema = z.strictObject({
