@@ -173,6 +173,11 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   let bridge: Bridge | undefined;
   if (config.uplink.enabled) bridge = await startUplink(config, broker, store, log);
   const sys = new SysTopics(broker, config.sys.interval_s);
+  if (bridge) {
+    const { uplinkSysTopics } = await import('./bridge/bridge.js');
+    const b = bridge;
+    sys.addSource(() => uplinkSysTopics(b.stats()));
+  }
   sys.start();
   // Certificates nearing expiry (listeners, their CAs and CRLs, the uplink client certificate):
   // checked at start and daily, alarm 30 days ahead.

@@ -3,7 +3,7 @@
 // same in-flight window per client, and persistence off, or on for the durable
 // scenario (Convoy's SQLite store, Mosquitto's `persistence true`).
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -234,4 +234,168 @@ export function mosquittoVersion(): string {
   const text = `${r.stdout ?? ''}${r.stderr ?? ''}`;
   const m = /mosquitto version (\S+)/.exec(text);
   return m?.[1] ?? 'unknown';
+}
+
+// --- uplink-drain: a truck broker forwarding to an HQ Mosquitto --------------------------------
+
+/** Gateway id of the truck in the uplink scenario (topics arrive at HQ as fleet/gw1/bench/...). */
+export const UPLINK_GATEWAY = 'gw1';
+/** In-flight window towards HQ: Convoy `outbox.inflight_window`, HQ's and the truck Mosquitto's `max_inflight_messages`. */
+export const UPLINK_INFLIGHT = 64;
+/**
+ * Reconnect delay towards HQ, about 1 s on both sides: Convoy full jitter up to 1000 ms
+ * (uniform 0-1 s), Mosquitto `restart_timeout 1 1` (jitter between 1 and 1 s: in practice every 1-2 s).
+ */
+const UPLINK_RETRY_MS = 1000;
+/** Outbox budget: far above a 1M x 200 B backlog, so nothing is evicted. */
+const UPLINK_OUTBOX_BUDGET = 4 * 2 ** 30;
+
+/**
+ * Convoy as the truck: the plain settings, store on (the outbox lives in the SQLite convoy.db),
+ * uplink to 127.0.0.1:hqPort over MQTT 5, route bench/# -> fleet/{gateway}/bench/# at QoS 1,
+ * class telemetry, no drain pacing.
+ */
+export function convoyUplinkConfig(port: number, dataDir: string, hqPort: number): string {
+  return [
+    convoyConfig(port, dataDir, true).trimEnd(),
+    '[uplink]',
+    'enabled = true',
+    `gateway_id = "${UPLINK_GATEWAY}"`,
+    `endpoints = ["127.0.0.1:${hqPort}"]`,
+    'protocol_version = 5',
+    `backoff_initial_ms = ${UPLINK_RETRY_MS}`,
+    `backoff_max_ms = ${UPLINK_RETRY_MS}`,
+    '[[uplink.routes]]',
+    'local = "bench/#"',
+    'remote = "fleet/{gateway}/bench/#"',
+    'qos = 1',
+    'class = "telemetry"',
+    '[outbox]',
+    `budget_bytes = ${UPLINK_OUTBOX_BUDGET}`,
+    // The backlog is drained as fast as HQ takes it (the truck config paces it for LTE).
+    'drain_rate_msgs = 0',
+    'drain_rate_bytes = 0',
+    `inflight_window = ${UPLINK_INFLIGHT}`,
+    '',
+  ].join('\n');
+}
+
+/**
+ * Mosquitto as the truck: the plain settings plus a bridge `hq` (MQTT 5 like Convoy's uplink,
+ * clean session false, bench/# out at QoS 1 remapped to fleet/gw1/bench/#) and persistence on.
+ * Mosquitto keeps the bridge queue in memory and writes mosquitto.db only at autosave (1800 s)
+ * and shutdown.
+ */
+export function mosquittoTruckConfig(port: number, dataDir: string, hqPort: number): string {
+  return [
+    mosquittoConfig(port, dataDir).trimEnd().replace(/^max_inflight_messages \d+$/m, `max_inflight_messages ${UPLINK_INFLIGHT}`),
+    'connection hq',
+    `address 127.0.0.1:${hqPort}`,
+    // local bench/1 -> remote "" stripped, "fleet/gw1/" prepended: fleet/gw1/bench/1
+    `topic bench/# out 1 "" fleet/${UPLINK_GATEWAY}/`,
+    'bridge_protocol_version mqttv50',
+    'cleansession false',
+    `clientid truck-${UPLINK_GATEWAY}`,
+    // "base cap" form: decorrelated jitter, here a retry every ~1-2 s. The constant form
+    // (`restart_timeout 1`) waited ~6 s between attempts in 2.0.11 on this machine.
+    `restart_timeout ${UPLINK_RETRY_MS / 1000} ${UPLINK_RETRY_MS / 1000}`,
+    '',
+  ].join('\n');
+}
+
+/**
+ * HQ: Mosquitto with the plain settings, max_inflight_messages 64 (its MQTT 5 receive maximum,
+ * default 20), and persistence on only so that the counting subscriber's session survives HQ's
+ * restart (no message is dropped for want of a subscriber while it reconnects); with
+ * autosave_interval at 1800 s it writes only at shutdown, never during a measurement.
+ */
+export function mosquittoHqConfig(port: number, dataDir: string): string {
+  return mosquittoConfig(port, dataDir).replace(/^max_inflight_messages \d+$/m, `max_inflight_messages ${UPLINK_INFLIGHT}`);
+}
+
+/** A broker process started from a ready config text in a directory the caller owns. */
+export interface ConfiguredBroker {
+  pid: number;
+  port: number;
+  proc: Spawned;
+  stop(): Promise<void>;
+}
+
+/** Temp dir for one scenario run, removed by `removeTempDir` (or at exit). */
+export function makeTempDir(prefix: string): string {
+  const dir = mkdtempSync(path.join(benchTmpRoot(), `convoy-bench-${prefix}-`));
+  tempDirs.add(dir);
+  // Mosquitto started as root drops to the user `mosquitto`: its data dirs below must be reachable.
+  chmodSync(dir, 0o755);
+  return dir;
+}
+
+export function removeTempDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+  tempDirs.delete(dir);
+}
+
+/** A data dir below a temp dir that both Convoy (root) and Mosquitto (user mosquitto) can write. */
+export function makeDataDir(dir: string, name: string): string {
+  const d = path.join(dir, name);
+  mkdirSync(d, { recursive: true });
+  chmodSync(d, 0o777);
+  return d;
+}
+
+/** Starts Convoy or Mosquitto with `config` written to `dir/<name>.conf|toml`; waits until it listens. */
+export async function startConfigured(
+  kind: BrokerKind,
+  label: string,
+  root: string,
+  dir: string,
+  name: string,
+  port: number,
+  config: string,
+  readyTimeoutMs = 20_000,
+): Promise<ConfiguredBroker> {
+  const file = path.join(dir, `${name}.${kind === 'convoy' ? 'toml' : 'conf'}`);
+  writeFileSync(file, config);
+  let proc: Spawned;
+  if (kind === 'convoy') {
+    const [cmd, args] = convoyCommand(root, file);
+    proc = spawnWithFdLimit(cmd, args, { cwd: root });
+  } else {
+    proc = spawnWithFdLimit(MOSQUITTO_BIN, ['-c', file], { cwd: dir });
+  }
+  const stop = (): Promise<void> => stopProcess(proc);
+  try {
+    await waitListening(label, port, proc, readyTimeoutMs);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { pid: proc.pid, port, proc, stop };
+}
+
+/**
+ * A free port below the kernel's ephemeral range (ip_local_port_range, usually 32768-60999), for
+ * a broker that is stopped and started again on the same port: no outgoing connection of the
+ * load generators or the truck's reconnect attempts can take it in between.
+ */
+export async function freeStablePort(): Promise<number> {
+  let low = 32768;
+  try {
+    low = Number.parseInt(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0] ?? '', 10) || low;
+  } catch {
+    // keep the usual default
+  }
+  const lo = Math.max(1024, low - 12_000);
+  const hi = Math.max(lo + 1000, low);
+  for (let i = 0; i < 50; i++) {
+    const port = lo + Math.floor(Math.random() * (hi - lo));
+    const ok = await new Promise<boolean>((resolve) => {
+      const srv = net.createServer();
+      srv.unref();
+      srv.once('error', () => resolve(false));
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+    });
+    if (ok) return port;
+  }
+  return freePort();
 }

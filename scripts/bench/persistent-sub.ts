@@ -1,4 +1,5 @@
-// The persistent-session subscriber of the `durable-qos1` scenario, run as its own process.
+// The persistent-session subscriber of the `durable-qos1` scenario, run as its own process; also
+// the counting subscriber at HQ (`fleet/#`) of `uplink-drain`.
 //
 //   node dist/scripts/bench/persistent-sub.js --port P --expected N [--host H] [--client-id ID]
 //        [--filter F] [--timeout S]
@@ -9,7 +10,8 @@
 // session 0 and a fixed client id, SUBSCRIBE at QoS 1, PUBACK every QoS 1 PUBLISH (the PUBACKs of
 // one socket read go out in one write). It understands mqttbench's 32-byte payload header
 // (run id, publisher, sequence number, topic index, send time on CLOCK_MONOTONIC) and counts
-// unique messages, duplicates and redeliveries per mqttbench run.
+// unique messages, duplicates and redeliveries per mqttbench run, and the monotonic times of the
+// first and last message received (first_rx_us, last_rx_us).
 //
 // stdout: `{"ready":true,...}` once the SUBACK arrived, then one JSON line with the result when
 // `--expected` unique messages of one mqttbench run arrived (then DISCONNECT, exit 0), at the
@@ -82,6 +84,7 @@ interface RunStats {
   duplicates: number;
   redelivered: number;
   firstSend: bigint;
+  firstRx: bigint;
   lastRx: bigint;
   seen: Map<number, Uint8Array>;
 }
@@ -98,7 +101,7 @@ const t0 = process.hrtime.bigint();
 function statsFor(runId: number): RunStats {
   let s = runs.get(runId);
   if (!s) {
-    s = { runId, received: 0, unique: 0, duplicates: 0, redelivered: 0, firstSend: -1n, lastRx: 0n, seen: new Map() };
+    s = { runId, received: 0, unique: 0, duplicates: 0, redelivered: 0, firstSend: -1n, firstRx: -1n, lastRx: 0n, seen: new Map() };
     runs.set(runId, s);
   }
   return s;
@@ -152,6 +155,9 @@ function result(error: string | null): Record<string, unknown> {
     proto_errors: protocolErrors,
     duration_s: Number(durS.toFixed(4)),
     throughput: durS > 0 && s ? Number((s.received / durS).toFixed(1)) : 0,
+    // CLOCK_MONOTONIC (process.hrtime), comparable with the harness's and mqttbench's clocks
+    first_rx_us: s && s.firstRx >= 0n ? Number(s.firstRx / 1000n) : null,
+    last_rx_us: s && s.lastRx > 0n ? Number(s.lastRx / 1000n) : null,
     loader_cpu_s: Number(cpuS.toFixed(3)),
     loader_cpu_pct: wallS > 0 ? Number(((100 * cpuS) / wallS).toFixed(1)) : 0,
   };
@@ -196,6 +202,7 @@ function onPublish(flags: number, b: Buffer, start: number, end: number, now: bi
   const seq = b.readUInt32LE(off + 8);
   const sent = b.readBigUInt64LE(off + 16);
   s.received++;
+  if (s.firstRx < 0n) s.firstRx = now;
   s.lastRx = now;
   if (s.firstSend < 0n || sent < s.firstSend) s.firstSend = sent;
   if (flags & 0x08) s.redelivered++;

@@ -13,19 +13,30 @@ import {
   BROKER_KINDS,
   MAX_INFLIGHT,
   MOSQUITTO_BIN,
+  UPLINK_INFLIGHT,
   benchTmpRoot,
   convoyConfig,
+  convoyUplinkConfig,
   convoyMain,
   convoyNodeFlags,
   fsType,
+  freePort,
+  freeStablePort,
   isBrokerKind,
+  makeDataDir,
+  makeTempDir,
   mosquittoConfig,
+  mosquittoHqConfig,
+  mosquittoTruckConfig,
+  removeTempDir,
+  startConfigured,
   mosquittoVersion,
   removeTempDirsSync,
   startBroker,
   type BrokerSide,
+  type ConfiguredBroker,
 } from './brokers.js';
-import { ensureMqttbench, lastJsonLine, mqttbenchVersion, num, runMqttbench, type BenchJson } from './mqttbench.js';
+import { ensureMqttbench, lastJsonLine, mqttbenchVersion, num, runMqttbench, type BenchJson, type BenchRun } from './mqttbench.js';
 import {
   clockTicks,
   isRunning,
@@ -42,10 +53,16 @@ import {
 import {
   DURABLE_CLIENT_ID,
   SCENARIOS,
+  UPLINK_BACKLOG,
+  UPLINK_BACKLOG_QUICK,
+  UPLINK_FILTER,
+  UPLINK_SUB_ID,
   findScenario,
+  uplinkPubFlags,
   type MetricDef,
   type RunRecord,
   type Scenario,
+  type UplinkMeasures,
 } from './scenarios.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -71,6 +88,7 @@ const USAGE = `usage: node dist/scripts/bench/run.js [options]   (or: npm run be
   --brokers A[,B]     brokers compared, first / second (default convoy,mosquitto;
                       env CONVOY_BENCH_BROKERS). One name = that broker on both sides,
                       e.g. --brokers mosquitto for a Mosquitto-vs-Mosquitto sanity check
+  --uplink-backlog N  uplink-drain: backlog size (default ${UPLINK_BACKLOG}, --quick ${UPLINK_BACKLOG_QUICK})
   --no-save           do not write bench/results/*.json
   -h, --help          this text
 
@@ -87,6 +105,8 @@ interface Options {
   scenarios: Scenario[];
   sides: [BrokerSide, BrokerSide];
   save: boolean;
+  /** uplink-drain backlog size. */
+  uplinkBacklog: number;
 }
 
 function parseCli(argv: string[]): Options | null {
@@ -97,6 +117,7 @@ function parseCli(argv: string[]): Options | null {
       quick: { type: 'boolean', default: false },
       only: { type: 'string', multiple: true },
       brokers: { type: 'string' },
+      'uplink-backlog': { type: 'string' },
       'no-save': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -142,7 +163,10 @@ function parseCli(argv: string[]): Options | null {
           { kind: a, label: a },
           { kind: b, label: b },
         ];
-  return { runs, quick, scenarios, sides, save: !(values['no-save'] ?? false) };
+  const backlogArg = values['uplink-backlog'];
+  const uplinkBacklog = backlogArg === undefined ? (quick ? UPLINK_BACKLOG_QUICK : UPLINK_BACKLOG) : Number(backlogArg);
+  if (!Number.isInteger(uplinkBacklog) || uplinkBacklog < 10) throw new Error(`--uplink-backlog must be an integer >= 10, got ${backlogArg}`);
+  return { runs, quick, scenarios, sides, save: !(values['no-save'] ?? false), uplinkBacklog };
 }
 
 function findRoot(): string {
@@ -202,9 +226,8 @@ interface Ctx {
   binary: string;
 }
 
-async function runOne(sc: Scenario, side: BrokerSide, run: number, ctx: Ctx): Promise<RunRecord> {
-  const broker = await startBroker(side, ctx.root, { persistence: sc.persistence });
-  const rec: RunRecord = {
+function newRecord(sc: Scenario, side: BrokerSide, run: number): RunRecord {
+  return {
     scenario: sc.name,
     side: side.label,
     kind: side.kind,
@@ -220,6 +243,12 @@ async function runOne(sc: Scenario, side: BrokerSide, run: number, ctx: Ctx): Pr
     diskWriteBytes: null,
     storeBytes: null,
   };
+}
+
+async function runOne(sc: Scenario, side: BrokerSide, run: number, ctx: Ctx): Promise<RunRecord> {
+  if (sc.driver === 'uplink') return runUplink(sc, side, newRecord(sc, side, run), ctx);
+  const broker = await startBroker(side, ctx.root, { persistence: sc.persistence });
+  const rec = newRecord(sc, side, run);
   try {
     if (sc.driver === 'durable') await runDurable(sc, broker, rec, ctx);
     else if (sc.driver === 'mqttjs') await runMqttjs(sc, broker, rec, ctx);
@@ -276,13 +305,19 @@ async function runPlain(sc: Scenario, broker: Broker, rec: RunRecord, { opts, bi
 }
 
 /** Starts the persistent-session subscriber and waits until its subscription is acknowledged. */
-async function startPersistentSub(port: number, expected: number, timeoutS: number): Promise<Spawned> {
+async function startPersistentSub(
+  port: number,
+  expected: number,
+  timeoutS: number,
+  clientId = DURABLE_CLIENT_ID,
+  filter = DURABLE_FILTER,
+): Promise<Spawned> {
   const p = spawnWithFdLimit(process.execPath, [
     PERSISTENT_SUB,
     '--port', String(port),
     '--expected', String(expected),
-    '--client-id', DURABLE_CLIENT_ID,
-    '--filter', DURABLE_FILTER,
+    '--client-id', clientId,
+    '--filter', filter,
     '--timeout', String(timeoutS + 60),
   ]);
   const ready = await waitFor(() => p.stdout.toString().includes('"ready":true') || !isRunning(p), 15_000);
@@ -375,6 +410,149 @@ async function runDurable(sc: Scenario, broker: Broker, rec: RunRecord, { opts, 
   } else {
     rec.error = `persistent subscriber exit ${s.exitCode ?? '?'} ${errText(s.json)} ${s.stderr.trim().slice(-1000)}`.trim();
   }
+}
+
+/** How long the HQ subscriber may still need after the publishers are done: 1 ms per message, >= 60 s. */
+function uplinkWaitMs(n: number): number {
+  return Math.max(60_000, n);
+}
+
+/**
+ * uplink-drain, one run of one side: HQ (Mosquitto) + its counting subscriber, the truck broker
+ * (Convoy uplink or Mosquitto bridge) forwarding bench/# to HQ, mqttbench publishing on the truck.
+ *  1. warm-up pass (also waits for the link), 2. steady pass with the link up,
+ *  3. HQ stopped, the backlog published on the truck (write_bytes of the truck meanwhile),
+ *  4. HQ restarted (same port, the subscriber's session restored from HQ's mosquitto.db), the
+ *     subscriber reconnects; drain time = HQ spawn -> last backlog message at the subscriber.
+ */
+async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts, root, binary }: Ctx): Promise<RunRecord> {
+  const timeoutS = sc.timeoutS(opts.quick);
+  const steadyN = sc.expected?.(opts.quick, false) ?? 0;
+  const warmN = sc.expected?.(opts.quick, true) ?? 0;
+  const backlog = opts.uplinkBacklog;
+  const u: UplinkMeasures = {
+    steady: steadyN,
+    backlog,
+    steadyWriteBytes: null,
+    backlogPubWriteBytes: null,
+    drainWriteBytes: null,
+    drainCpuS: null,
+    reconnectS: null,
+    drainS: null,
+  };
+  rec.uplink = u;
+  const t0 = process.hrtime.bigint();
+  const dir = makeTempDir(`uplink-${side.kind}`);
+  const hqData = makeDataDir(dir, 'hq');
+  const truckData = side.kind === 'convoy' ? path.join(dir, 'data') : makeDataDir(dir, 'data');
+  const hqPort = await freeStablePort();
+  let port = await freePort();
+  while (port === hqPort) port = await freePort();
+  const hqConf = mosquittoHqConfig(hqPort, hqData);
+  const startHq = (): Promise<ConfiguredBroker> => startConfigured('mosquitto', 'HQ mosquitto', root, dir, 'hq', hqPort, hqConf);
+  let hq: ConfiguredBroker | null = null;
+  let truck: ConfiguredBroker | null = null;
+  const problems: string[] = [];
+  try {
+    hq = await startHq();
+    const truckConf =
+      side.kind === 'convoy' ? convoyUplinkConfig(port, truckData, hqPort) : mosquittoTruckConfig(port, truckData, hqPort);
+    truck = await startConfigured(side.kind, side.label, root, dir, 'truck', port, truckConf);
+    const pid = truck.pid;
+    const tr = truck;
+    const bench = (label: string, n: number, t: number): Promise<BenchRun> =>
+      runMqttbench(binary, [...commonFlags(port, pid, label), ...uplinkPubFlags(n), '-t', String(t)], (t + 60) * 1000);
+    const benchOk = (what: string, r: BenchRun): boolean => {
+      if (r.exitCode === 1) throw new Error(`mqttbench usage error:\n${r.stderr}`);
+      if (r.exitCode === 0) return true;
+      problems.push(`${what}: mqttbench exit ${r.exitCode ?? r.signal ?? '?'} ${errText(r.json)} ${r.stderr.trim().slice(-500)}`.trim());
+      return false;
+    };
+    const subOk = (what: string, s: { exitCode: number | null; json: BenchJson | null; stderr: string }): boolean => {
+      if (s.exitCode === 0 && num(s.json, 'lost') === 0) return true;
+      problems.push(`${what}: HQ subscriber exit ${s.exitCode ?? '?'} ${errText(s.json)} ${s.stderr.trim().slice(-500)}`.trim());
+      return false;
+    };
+    /** A pass with the link up: subscriber at HQ, mqttbench on the truck, wait for all at HQ. */
+    const linkedPass = async (label: string, n: number): Promise<{ r: BenchRun; s: Awaited<ReturnType<typeof finishPersistentSub>> }> => {
+      const sub = await startPersistentSub(hqPort, n, Math.ceil(timeoutS + uplinkWaitMs(n) / 1000), UPLINK_SUB_ID, UPLINK_FILTER);
+      const r = await bench(label, n, timeoutS);
+      const s = await finishPersistentSub(sub, r.exitCode === 0 ? uplinkWaitMs(n) : 2000);
+      return { r, s };
+    };
+
+    // 1. warm-up (the first subscription creates the counting session at HQ)
+    const w = await linkedPass(`${sc.name}-warmup`, warmN);
+    rec.warmup = { exitCode: w.r.exitCode === 0 ? w.s.exitCode : w.r.exitCode, throughput: num(w.s.json, 'throughput') };
+    if (!benchOk('warm-up', w.r) || !subOk('warm-up', w.s) || !isRunning(tr.proc)) return finishUplink(rec, tr, problems, t0);
+
+    // 2. steady drain with the link up
+    const io0 = readWriteBytes(pid);
+    const st = await linkedPass(`${sc.name}-steady`, steadyN);
+    await sleep(DURABLE_SETTLE_MS);
+    rec.bench = st.r.json;
+    rec.passes.steady_pub = st.r.json;
+    rec.passes.steady = st.s.json;
+    if (isRunning(tr.proc)) u.steadyWriteBytes = diff(io0, readWriteBytes(pid));
+    if (!benchOk('steady', st.r) || !subOk('steady', st.s) || !isRunning(tr.proc)) return finishUplink(rec, tr, problems, t0);
+
+    // 3. HQ down (SIGTERM: it saves the subscriber's session), backlog published on the truck
+    await hq.stop();
+    hq = null;
+    await sleep(300);
+    const io1 = readWriteBytes(pid);
+    const bp = await bench(`${sc.name}-backlog`, backlog, Math.max(timeoutS, Math.ceil(backlog / 2000)));
+    rec.passes.backlog_pub = bp.json;
+    const io2 = isRunning(tr.proc) ? readWriteBytes(pid) : null;
+    u.backlogPubWriteBytes = diff(io1, io2);
+    if (!benchOk('backlog publish', bp) || !isRunning(tr.proc)) return finishUplink(rec, tr, problems, t0);
+
+    // 4. HQ back: time from its spawn to the last backlog message at the subscriber
+    const ticks0 = readCpuTicks(pid);
+    const tHqUs = Number(process.hrtime.bigint() / 1000n);
+    hq = await startHq();
+    const sub = await startPersistentSub(hqPort, backlog, Math.ceil(uplinkWaitMs(backlog) / 1000), UPLINK_SUB_ID, UPLINK_FILTER);
+    const d = await finishPersistentSub(sub, uplinkWaitMs(backlog));
+    await sleep(DURABLE_SETTLE_MS);
+    rec.passes.drain = d.json;
+    if (isRunning(tr.proc)) {
+      u.drainCpuS = (readCpuTicks(pid) - ticks0) / clockTicks();
+      u.drainWriteBytes = diff(io2, readWriteBytes(pid));
+    }
+    const first = num(d.json, 'first_rx_us');
+    const last = num(d.json, 'last_rx_us');
+    if (first !== null) u.reconnectS = (first - tHqUs) / 1e6;
+    if (last !== null && num(d.json, 'lost') === 0) u.drainS = (last - tHqUs) / 1e6;
+    subOk('backlog drain', d);
+    if (d.json?.session_present === false) problems.push('backlog drain: HQ did not restore the subscriber session');
+    return finishUplink(rec, tr, problems, t0);
+  } finally {
+    if (truck) await truck.stop();
+    if (hq) await hq.stop();
+    removeTempDir(dir);
+  }
+}
+
+function diff(a: number | null, b: number | null): number | null {
+  return a !== null && b !== null ? b - a : null;
+}
+
+function finishUplink(rec: RunRecord, truck: ConfiguredBroker, problems: string[], t0: bigint): RunRecord {
+  rec.wallS = Number(process.hrtime.bigint() - t0) / 1e9;
+  const codes = [rec.passes.steady_pub, rec.passes.backlog_pub].map((j) => (j ? num(j, 'exit_code') : null));
+  rec.exitCode = codes.find((c) => c !== null && c !== 0) ?? (codes.every((c) => c === 0) ? 0 : null);
+  const subs = [rec.passes.steady, rec.passes.drain];
+  if (!isRunning(truck.proc)) {
+    rec.status = 'failed';
+    rec.error = `truck broker died during the run:\n${truck.proc.stderr.toString().slice(-2000)}`;
+  } else if (problems.length === 0 && subs.every((j) => j && num(j, 'lost') === 0)) {
+    rec.status = 'ok';
+  } else {
+    // all passes ran and the subscriber saw messages of each: a loss, numbers kept; else failed
+    rec.status = subs.every((j) => j && (num(j, 'unique') ?? 0) > 0) ? 'loss' : 'failed';
+    rec.error = problems.join('\n') || 'incomplete';
+  }
+  return rec;
 }
 
 /** Arguments of one MQTT.js driver pass. */
@@ -523,6 +701,7 @@ function runSummary(r: RunRecord): string {
   const sc = SCENARIOS.find((x) => x.name === r.scenario);
   if (sc?.driver === 'durable') return durableSummary(r);
   if (sc?.driver === 'mqttjs') return mqttjsSummary(r, sc);
+  if (sc?.driver === 'uplink') return uplinkSummary(r);
   const j = r.bench;
   const parts: string[] = [`exit ${r.exitCode ?? '?'}`];
   if (num(j, 'throughput') !== null) parts.push(`${fmt(num(j, 'throughput'), 0)} msgs/s`);
@@ -560,6 +739,31 @@ function durableSummary(r: RunRecord): string {
   return parts.join(', ');
 }
 
+function uplinkSummary(r: RunRecord): string {
+  const u = r.uplink;
+  const parts: string[] = [`exit ${r.exitCode ?? '?'}`];
+  const st = r.passes.steady ?? null;
+  if (num(st, 'throughput') !== null) parts.push(`steady ${fmt(num(st, 'throughput'), 0)} msgs/s at HQ`);
+  if (u) {
+    const bp = r.passes.backlog_pub ?? null;
+    if (num(bp, 'send_rate') !== null) parts.push(`backlog ${fmt(u.backlog, 0)} acked ${fmt(num(bp, 'send_rate'), 0)}/s`);
+    if (u.drainS !== null) parts.push(`drained in ${u.drainS.toFixed(2)} s (${fmt(u.backlog / u.drainS, 0)}/s, first after ${fmt(u.reconnectS, 2)} s)`);
+    const perMsg = (b: number | null, n: number): string => (b === null || n <= 0 ? 'n/a' : fmt(b / n, 0));
+    parts.push(
+      `disk B/msg: backlog pub ${perMsg(u.backlogPubWriteBytes, u.backlog)}, drain ${perMsg(u.drainWriteBytes, u.backlog)}, ` +
+        `steady ${perMsg(u.steadyWriteBytes, u.steady)}`,
+    );
+    if (u.drainCpuS !== null) parts.push(`drain cpu ${u.drainCpuS.toFixed(2)} s`);
+  }
+  const lost = (num(st, 'lost') ?? 0) + (num(r.passes.drain ?? null, 'lost') ?? 0);
+  if (lost) parts.push(`LOST ${lost}`);
+  const dup = (num(st, 'duplicates') ?? 0) + (num(r.passes.drain ?? null, 'duplicates') ?? 0);
+  if (dup) parts.push(`dup ${dup}`);
+  parts.push(`${r.wallS.toFixed(1)} s`);
+  if (r.error) parts.push(`ERROR: ${r.error.split('\n').slice(0, 3).join(' ')}`);
+  return parts.join(', ');
+}
+
 function mqttjsSummary(r: RunRecord, sc: Scenario): string {
   const parts: string[] = [`exit ${r.exitCode ?? '?'}`];
   for (const p of sc.passes ?? []) {
@@ -576,7 +780,7 @@ function mqttjsSummary(r: RunRecord, sc: Scenario): string {
 }
 
 /** How each scenario's load is generated, for the results file. */
-function loadCommand(sc: Scenario, quick: boolean): Record<string, string> {
+function loadCommand(sc: Scenario, quick: boolean, uplinkBacklog: number): Record<string, unknown> {
   const t = String(sc.timeoutS(quick));
   const mqttbench = (): string =>
     [
@@ -597,6 +801,19 @@ function loadCommand(sc: Scenario, quick: boolean): Record<string, string> {
         .replace('--port 0', '--port <port>');
     }
     return out;
+  }
+  if (sc.driver === 'uplink') {
+    const steady = sc.expected?.(quick, false) ?? 0;
+    const sub = (n: number): string =>
+      `node ${rel(PERSISTENT_SUB)} --port <hq port> --expected ${n} --client-id ${UPLINK_SUB_ID} --filter ${UPLINK_FILTER} --timeout <s>`;
+    return {
+      steady_messages: steady,
+      backlog_messages: uplinkBacklog,
+      mqttbench_flags: mqttbench(),
+      mqttbench_backlog_flags: mqttbench().replace(`-N ${steady} `, `-N ${uplinkBacklog} `),
+      hq_subscriber_steady: sub(steady),
+      hq_subscriber_backlog: sub(uplinkBacklog),
+    };
   }
   const out: Record<string, string> = { mqttbench_flags: mqttbench() };
   if (sc.driver === 'durable') {
@@ -662,7 +879,7 @@ async function main(): Promise<void> {
       name: sc.name,
       title: sc.title,
       persistence: sc.persistence,
-      ...loadCommand(sc, opts.quick),
+      ...loadCommand(sc, opts.quick, opts.uplinkBacklog),
       warmup_flags: sc.warmupFlags(opts.quick)?.join(' ') ?? null,
       results: scResults,
       runs: records,
@@ -738,6 +955,10 @@ async function main(): Promise<void> {
         convoy_durable: convoyConfig(0, '<tmpdir>/data', true).replace('port = 0', 'port = <free port>'),
         mosquitto_durable: mosquittoConfig(0, '<tmpdir>/data').replace('listener 0', 'listener <free port>'),
         max_inflight: MAX_INFLIGHT,
+        convoy_uplink: convoyUplinkConfig(0, '<tmpdir>/data', 1).replace('port = 0', 'port = <free port>').replace('127.0.0.1:1"', '127.0.0.1:<hq port>"'),
+        mosquitto_truck: mosquittoTruckConfig(0, '<tmpdir>/data', 1).replace('listener 0', 'listener <free port>').replace('127.0.0.1:1\n', '127.0.0.1:<hq port>\n'),
+        mosquitto_hq: mosquittoHqConfig(0, '<tmpdir>/hq').replace('listener 0', 'listener <hq port>'),
+        uplink_inflight: UPLINK_INFLIGHT,
         convoy_command: ['node', ...convoyNodeFlags(), path.relative(root, convoyMain(root)), 'run', '--config', '<file>'].join(' '),
       },
       table: results.map((r) => ({

@@ -31,6 +31,26 @@ export interface RunRecord {
   diskWriteBytes: number | null;
   /** Size of the broker's data directory after the measured run (durable scenario). */
   storeBytes: number | null;
+  /** uplink-drain: readings of the truck broker around the backlog (see UplinkMeasures). */
+  uplink?: UplinkMeasures;
+}
+
+/** uplink-drain: what the harness measures itself (the subscriber's JSONs are in `passes`). */
+export interface UplinkMeasures {
+  /** Messages of the steady pass and of the backlog. */
+  steady: number;
+  backlog: number;
+  /** Truck broker write_bytes: steady pass (publish + drain with the link up, + 1 s settle). */
+  steadyWriteBytes: number | null;
+  /** Truck broker write_bytes while the backlog was published with HQ down (until the last PUBACK). */
+  backlogPubWriteBytes: number | null;
+  /** Truck broker write_bytes from HQ's restart until 1 s after the last backlog message reached HQ. */
+  drainWriteBytes: number | null;
+  /** Truck broker CPU (utime + stime) over the same drain window. */
+  drainCpuS: number | null;
+  /** HQ restart (spawn) -> first / last backlog message at the HQ subscriber. */
+  reconnectS: number | null;
+  drainS: number | null;
 }
 
 export interface MetricDef {
@@ -58,9 +78,11 @@ export interface Scenario {
   /**
    * mqttbench: mqttbench alone. durable: mqttbench publishers (-S 0) plus the persistent-session
    * subscriber (persistent-sub.ts) on a broker with persistence on. mqttjs: the MQTT.js driver
-   * (mqttjs-load.ts), `flags` are its arguments, run once per entry of `passes`.
+   * (mqttjs-load.ts), `flags` are its arguments, run once per entry of `passes`. uplink: the
+   * broker is a truck bridging to an HQ Mosquitto; mqttbench publishers (-S 0) on the truck, the
+   * counting subscriber (persistent-sub.ts) at HQ; `flags` are the steady pass's.
    */
-  driver: 'mqttbench' | 'durable' | 'mqttjs';
+  driver: 'mqttbench' | 'durable' | 'mqttjs' | 'uplink';
   /** Broker started with durable state (Convoy store, Mosquitto persistence). */
   persistence: boolean;
   /** durable: messages the persistent subscriber waits for, measured run / warm-up. */
@@ -116,6 +138,14 @@ const DURABLE_TOTAL = 100_000;
 const DURABLE_TOTAL_QUICK = 10_000;
 /** Client id of the persistent-session subscriber (clean session 0). */
 export const DURABLE_CLIENT_ID = 'bench-durable-sub';
+/** uplink-drain: messages of the steady pass, of the backlog (default; --uplink-backlog N), warm-up. */
+export const UPLINK_STEADY = 100_000;
+const UPLINK_STEADY_QUICK = 10_000;
+export const UPLINK_BACKLOG = 100_000;
+export const UPLINK_BACKLOG_QUICK = 10_000;
+/** Client id and filter of the counting subscriber at HQ. */
+export const UPLINK_SUB_ID = 'bench-hq-counter';
+export const UPLINK_FILTER = 'fleet/#';
 export const MQTTJS_TOTAL = 20_000;
 const MQTTJS_TOTAL_QUICK = 4_000;
 
@@ -128,6 +158,26 @@ function durableDelivered(r: RunRecord): number | null {
 const durableFlags = (n: number): string[] => [
   '-m', 'pubsub', '-x', 'fanin', '-P', '10', '-S', '0', '-N', String(n), '-s', String(DURABLE_PAYLOAD), '-q', '1', '-w', '16',
 ];
+
+/** mqttbench publishers of the uplink scenario: 10 publishers, QoS 1, 200 B, window 16, no subscriber. */
+export const uplinkPubFlags = (n: number): string[] => durableFlags(n);
+
+const up = (r: RunRecord): UplinkMeasures | null => (usable(r) ? (r.uplink ?? null) : null);
+
+/** Truck bytes written per message of a phase (informational: Mosquitto's ~0 is a deferral). */
+const uplinkDisk = (key: string, label: string, pick: (u: UplinkMeasures) => number | null, per: (u: UplinkMeasures) => number): MetricDef => ({
+  key,
+  label,
+  unit: 'B',
+  better: null,
+  agg: 'median',
+  digits: 0,
+  value: (r) => {
+    const u = up(r);
+    const b = u ? pick(u) : null;
+    return u && b !== null && per(u) > 0 ? b / per(u) : null;
+  },
+});
 
 const mqttjsThroughput = (key: string, label: string): MetricDef => ({
   key: `${key}_throughput`,
@@ -398,6 +448,109 @@ export const SCENARIOS: readonly Scenario[] = [
         value: (r) => {
           const a = num(passJson(r, 'v5'), 'lost');
           const b = num(passJson(r, 'v4'), 'lost');
+          return a === null && b === null ? null : (a ?? 0) + (b ?? 0);
+        },
+      },
+    ],
+  },
+  {
+    name: 'uplink-drain',
+    title:
+      'uplink to an HQ Mosquitto: truck broker (Convoy uplink / Mosquitto bridge, MQTT 5, QoS 1, window 64) ' +
+      `bench/# -> fleet/gw1/bench/#; 10 publishers, ${DURABLE_PAYLOAD} B; steady with the link up, then a backlog with HQ down`,
+    kind: 'pubsub',
+    driver: 'uplink',
+    persistence: true,
+    flags: (q) => uplinkPubFlags(q ? UPLINK_STEADY_QUICK : UPLINK_STEADY),
+    warmupFlags: (q) => uplinkPubFlags(q ? 2_000 : 10_000),
+    expected: (q, warm) => (warm ? (q ? 2_000 : 10_000) : q ? UPLINK_STEADY_QUICK : UPLINK_STEADY),
+    timeoutS: (q) => (q ? 60 : 180),
+    metrics: [
+      {
+        key: 'steady_rate',
+        label: '(a) steady drain, link up: arriving at HQ',
+        unit: 'msgs/s',
+        better: 'higher',
+        agg: 'median',
+        digits: 0,
+        value: (r) => (usable(r) ? num(passJson(r, 'steady'), 'throughput') : null),
+      },
+      {
+        key: 'backlog_pub_rate',
+        label: '(b) backlog accepted by the truck, HQ down (PUBACK)',
+        unit: 'msgs/s',
+        better: 'higher',
+        agg: 'median',
+        digits: 0,
+        value: (r) => (usable(r) ? num(passJson(r, 'backlog_pub'), 'send_rate') : null),
+      },
+      {
+        key: 'backlog_drain_s',
+        label: '(b) backlog: HQ start -> all at HQ',
+        unit: 's',
+        better: 'lower',
+        agg: 'median',
+        digits: 2,
+        value: (r) => up(r)?.drainS ?? null,
+      },
+      {
+        key: 'backlog_rate',
+        label: '(b) backlog drain rate, N / (HQ start -> all at HQ)',
+        unit: 'msgs/s',
+        better: 'higher',
+        agg: 'median',
+        digits: 0,
+        value: (r) => {
+          const u = up(r);
+          return u?.drainS ? u.backlog / u.drainS : null;
+        },
+      },
+      {
+        key: 'backlog_link_rate',
+        label: '(b) backlog drain rate once linked, N / (first -> last at HQ)',
+        unit: 'msgs/s',
+        better: 'higher',
+        agg: 'median',
+        digits: 0,
+        value: (r) => {
+          const u = up(r);
+          return u?.drainS && u.reconnectS !== null && u.drainS > u.reconnectS ? u.backlog / (u.drainS - u.reconnectS) : null;
+        },
+      },
+      {
+        key: 'reconnect_s',
+        label: '(b) HQ start -> first message at HQ (reconnect, ~1 s retry)',
+        unit: 's',
+        better: null,
+        agg: 'median',
+        digits: 2,
+        value: (r) => up(r)?.reconnectS ?? null,
+      },
+      {
+        key: 'drain_cpu_us_per_msg',
+        label: '(b) truck broker CPU per backlog message, drain',
+        unit: 'µs/msg',
+        better: 'lower',
+        agg: 'median',
+        digits: 1,
+        value: (r) => {
+          const u = up(r);
+          return u && u.drainCpuS !== null && u.backlog > 0 ? (u.drainCpuS * 1e6) / u.backlog : null;
+        },
+      },
+      uplinkDisk('disk_backlog_pub', '(c) disk per message, backlog publish (HQ down)', (u) => u.backlogPubWriteBytes, (u) => u.backlog),
+      uplinkDisk('disk_backlog_drain', '(c) disk per message, backlog drain', (u) => u.drainWriteBytes, (u) => u.backlog),
+      uplinkDisk('disk_steady', '(c) disk per message, steady (publish + drain)', (u) => u.steadyWriteBytes, (u) => u.steady),
+      {
+        key: 'lost',
+        label: 'lost at HQ, steady + backlog (sum over runs, must be 0)',
+        unit: 'msgs',
+        better: null,
+        agg: 'sum',
+        digits: 0,
+        value: (r) => {
+          const a = num(passJson(r, 'steady'), 'lost');
+          const b = num(passJson(r, 'drain'), 'lost');
           return a === null && b === null ? null : (a ?? 0) + (b ?? 0);
         },
       },

@@ -111,17 +111,17 @@ export function startBridge(opts: BridgeOptions): Bridge {
     return r;
   };
 
-  const publishTap = (msg: Message): void => {
-    if (msg.senderId === UPLINK_SENDER_ID) return; // from HQ or our own state: never back up
-    if (routes.length === 0) return;
+  const publishTap = (msg: Message): boolean => {
+    if (msg.senderId === UPLINK_SENDER_ID) return true; // from HQ or our own state: never back up
+    if (routes.length === 0) return true;
     try {
       const route = routeFor(msg.topic);
-      if (!route) return;
+      if (!route) return true;
       const remote = mapTopic(route, msg.topic);
       if (msg.qos === 0 && !route.storeQos0) {
         if (forwarder.sendDirect(remote, Buffer.from(payloadOf(msg)), msg.properties)) tap.direct++;
         else tap.directDropped++;
-        return;
+        return true;
       }
       const createdAt = Date.now();
       const rec = store.append({
@@ -135,15 +135,18 @@ export function startBridge(opts: BridgeOptions): Bridge {
         expiresAt: recordExpiry(createdAt, route.ttlMs, msg.expiresAt),
       });
       if (!rec) {
+        // The outbox is full of alarms: the message is refused as a whole (0x97 to its publisher).
         tap.refused++;
-        return;
+        return false;
       }
       tap.stored++;
       forwarder.nudge(route.cls);
+      return true;
     } catch (err) {
       // Never out of the broker's publish path.
       tap.errors++;
       log.error({ err, topic: msg.topic }, 'uplink: cannot store a message for HQ');
+      return true;
     }
   };
   broker.publishTap = publishTap;
@@ -170,4 +173,37 @@ export function startBridge(opts: BridgeOptions): Bridge {
       outbox: store.stats(),
     }),
   };
+}
+
+/**
+ * The uplink's counters as $SYS topics ($SYS/broker/uplink/...), so a technician or HQ sees the
+ * outbox and every drop by reason without access to the process.
+ */
+export function uplinkSysTopics(stats: BridgeStats): Map<string, string> {
+  const t = new Map<string, string>();
+  const p = '$SYS/broker/uplink/';
+  t.set(p + 'link/state', stats.link.state);
+  t.set(p + 'link/endpoint', stats.link.endpoint);
+  t.set(p + 'link/connects', String(stats.link.connects));
+  t.set(p + 'link/drops', String(stats.link.drops));
+  t.set(p + 'outbox/messages', String(stats.outbox.count));
+  t.set(p + 'outbox/bytes', String(stats.outbox.bytes));
+  t.set(p + 'outbox/last_seq', String(stats.outbox.lastSeq));
+  for (const [cls, c] of Object.entries(stats.outbox.byClass)) {
+    t.set(`${p}outbox/${cls}/messages`, String(c.count));
+    t.set(`${p}outbox/${cls}/bytes`, String(c.bytes));
+  }
+  for (const [reason, n] of Object.entries(stats.outbox.dropped)) t.set(`${p}outbox/dropped/${reason}`, String(n));
+  t.set(p + 'sent', String(stats.forwarder.sent));
+  t.set(p + 'acked', String(stats.forwarder.acked));
+  t.set(p + 'inflight', String(stats.forwarder.inFlight));
+  t.set(p + 'rejected_by_hq', String(stats.forwarder.rejected));
+  t.set(p + 'expired_before_send', String(stats.forwarder.expired));
+  t.set(p + 'refused_full', String(stats.tap.refused));
+  t.set(p + 'downlink/delivered', String(stats.downlink.delivered));
+  if (stats.orders) {
+    t.set(p + 'orders/accepted', String(stats.orders.accepted));
+    for (const [reason, n] of Object.entries(stats.orders.rejected)) t.set(`${p}orders/rejected/${reason}`, String(n));
+  }
+  return t;
 }

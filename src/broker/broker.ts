@@ -26,6 +26,15 @@ export function addressOf(remote: string): string {
   return i > 0 ? remote.slice(0, i) : remote;
 }
 
+/** An MQTT 5 will waiting for its delay, with the user it must be judged as. */
+interface DelayedWill {
+  will: Will;
+  dueAt: number;
+  username: string | undefined;
+  /** False for wills restored from the store, which does not keep the user name. */
+  userKnown: boolean;
+}
+
 export interface BrokerLimits {
   maxPacketSize: number;
   /** Largest packet accepted before CONNECT completes. */
@@ -112,14 +121,15 @@ export class Broker {
   private heldAckConns: Connection[] = [];
   private ackBatch = 1;
   /**
-   * Sees every message on the publish path after local routing (the uplink bridge's entry).
-   * Anything it writes to the store in this call holds the publisher's acknowledgement too.
+   * Sees every message on the publish path before local routing (the uplink bridge's entry).
+   * Anything it writes to the store in this call holds the publisher's acknowledgement too;
+   * returning false refuses the message as a whole (the outbox is full).
    */
-  publishTap: ((msg: Message) => void) | null = null;
+  publishTap: ((msg: Message) => boolean) | null = null;
   /** MQTT 5 enhanced authentication methods by name. */
   readonly authMethods = new Map<string, EnhancedAuthMethod>();
   /** MQTT 5 wills waiting for their delay interval [MQTT-3.1.3-9], by client id. */
-  private readonly delayedWills = new Map<string, { will: Will; dueAt: number }>();
+  private readonly delayedWills = new Map<string, DelayedWill>();
   /** Persistent sessions whose client is away, for expiry. */
   private readonly offline = new Set<Session>();
   private readonly dirty: Connection[] = [];
@@ -206,6 +216,12 @@ export class Broker {
     const acl = this.authorizer;
     if (!acl) return;
     const who = this.identityOf(session);
+    // Messages waiting for the client are delivered only if it may still read them.
+    const purged = session.dropQueued((d) => !acl.canReceive(who, d.msg.topic));
+    if (purged > 0) {
+      this.metrics.aclDenied += purged;
+      this.log.warn({ client: session.clientId, user: session.username, messages: purged }, 'queued messages dropped: the ACL no longer allows reading them');
+    }
     for (const filter of [...session.subscriptions.keys()]) {
       const plain = parseSharedFilter(filter)?.filter ?? filter;
       if (!acl.canSubscribe(who, plain)) {
@@ -246,7 +262,7 @@ export class Broker {
     if (delayed) {
       this.delayedWills.delete(clientId);
       this.journal?.deleteDelayedWill(clientId);
-      if (p.clean) this.publishWill(delayed.will, clientId);
+      if (p.clean) this.publishDelayedWill(clientId, delayed);
     }
     let session = this.sessions.get(clientId);
     if (session && p.clean) {
@@ -309,11 +325,21 @@ export class Broker {
     const delay = will.properties?.willDelayInterval ?? 0;
     if (delay > 0 && conn.session?.persistent) {
       const dueAt = Date.now() + delay * 1000;
-      this.delayedWills.set(conn.clientId, { will, dueAt });
+      this.delayedWills.set(conn.clientId, { will, dueAt, username: conn.username, userKnown: true });
       this.journal?.putDelayedWill(conn.clientId, will, dueAt);
     } else {
       this.publishWill(will, conn.clientId, conn.username);
     }
+  }
+
+  /** A delayed will is judged by the ACL as its own user, never as an anonymous client. */
+  private publishDelayedWill(clientId: string, w: DelayedWill): void {
+    if (!w.userKnown && this.authorizer) {
+      this.metrics.aclDenied++;
+      this.log.warn({ client: clientId, topic: w.will.topic }, 'delayed will restored from the store not published: its user is unknown, so the ACL cannot allow it');
+      return;
+    }
+    this.publishWill(w.will, clientId, w.username);
   }
 
   private publishWill(will: Will, clientId: string, username?: string): void {
@@ -346,7 +372,7 @@ export class Broker {
     const delayed = this.delayedWills.get(clientId);
     if (delayed && sendDelayedWill) {
       this.delayedWills.delete(clientId);
-      this.publishWill(delayed.will, clientId);
+      this.publishDelayedWill(clientId, delayed);
     }
     if (session.journal) {
       this.journal?.deleteSession(clientId); // cascades to its deliveries, QoS 2 ids and delayed will
@@ -369,8 +395,15 @@ export class Broker {
     this.flushSoon();
   }
 
-  /** The one publish path: retained store, then one delivery per matching session. */
-  publish(msg: Message): void {
+  /**
+   * The one publish path: the uplink outbox, the retained store, then one delivery per matching
+   * session. Returns false when the message was refused (the uplink outbox is full).
+   */
+  publish(msg: Message): boolean {
+    if (this.publishTap && !this.publishTap(msg)) {
+      this.metrics.drop('uplink_full');
+      return false;
+    }
     if (msg.retain) this.storeRetained(msg);
     const route = this.router.route(msg.topic);
     const targets = route.targets;
@@ -384,7 +417,7 @@ export class Broker {
     }
     const shared = route.shared;
     for (let i = 0; i < shared.length; i++) this.deliverToGroup(shared[i]!, msg);
-    if (this.publishTap) this.publishTap(msg);
+    return true;
   }
 
   /** One delivery per shared group [MQTT-4.8.2-?], round robin, preferring connected members. */
@@ -580,7 +613,8 @@ export class Broker {
         session.restoreDelivery({ msg, qos: d.qos, retain: d.retain, subIds: d.subIds, shareKey: d.shareKey, seq: d.seq }, d.state, d.packetId);
       }
       for (const id of s.incomingQos2) session.incomingQos2.add(id);
-      if (s.delayedWill) this.delayedWills.set(s.clientId, s.delayedWill);
+      // The store keeps no user name: an ACL cannot judge these wills (see publishDelayedWill).
+      if (s.delayedWill) this.delayedWills.set(s.clientId, { ...s.delayedWill, username: undefined, userKnown: false });
       this.offline.add(session);
     }
     if (state.sessions.length > 0 || state.retained.length > 0) {
@@ -610,7 +644,7 @@ export class Broker {
         if (now >= w.dueAt) {
           this.delayedWills.delete(clientId);
           this.journal?.deleteDelayedWill(clientId);
-          this.publishWill(w.will, clientId);
+          this.publishDelayedWill(clientId, w);
         }
       }
       // A store that failed (disk full) retries its kept batch until space returns.
@@ -645,7 +679,7 @@ export class Broker {
       // Without a store, sessions end with the process, so delayed wills are due now; with one
       // they are kept and resume their delay after the restart.
       if (!this.journal) {
-        for (const [clientId, w] of this.delayedWills) this.publishWill(w.will, clientId);
+        for (const [clientId, w] of this.delayedWills) this.publishDelayedWill(clientId, w);
         this.delayedWills.clear();
       }
       this.flush();

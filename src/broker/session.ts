@@ -135,6 +135,27 @@ export class Session {
     }
   }
 
+  /** Removes queued (not yet sent) deliveries matching `drop`; returns how many. */
+  dropQueued(drop: (d: Delivery) => boolean): number {
+    let n = 0;
+    const kept: Delivery[] = [];
+    for (let i = this.queueHead; i < this.queue.length; i++) {
+      const d = this.queue[i]!;
+      if (!drop(d)) {
+        kept.push(d);
+        continue;
+      }
+      n++;
+      this.queuedBytes -= payloadLength(d.msg) + d.msg.topicLength;
+      if (d.seq !== 0) this.journal?.deleteDelivery(this.clientId, d.seq);
+    }
+    if (n > 0) {
+      this.queue = kept;
+      this.queueHead = 0;
+    }
+    return n;
+  }
+
   /** Moves queued messages into the window while the link has room. */
   pump(): void {
     const link = this.link;

@@ -33,6 +33,8 @@ function loadTotals(m: Metrics): Array<[string, number]> {
 export class SysTopics {
   private timer: NodeJS.Timeout | null = null;
   private readonly loads = new Map<string, LoadAverage>();
+  /** More topics from other parts of the gateway (the uplink). */
+  private readonly sources: Array<() => Map<string, string>> = [];
 
   constructor(private readonly broker: Broker, private readonly intervalS: number) {}
 
@@ -41,6 +43,10 @@ export class SysTopics {
     this.publishOnce();
     this.timer = setInterval(() => this.publishOnce(), this.intervalS * 1000);
     this.timer.unref();
+  }
+
+  addSource(source: () => Map<string, string>): void {
+    this.sources.push(source);
   }
 
   stop(): void {
@@ -86,6 +92,7 @@ export class SysTopics {
       t.set(`$SYS/broker/load/${key}/5min`, load.avg[1]!.toFixed(2));
       t.set(`$SYS/broker/load/${key}/15min`, load.avg[2]!.toFixed(2));
     }
+    for (const source of this.sources) for (const [k, v] of source()) t.set(k, v);
     return t;
   }
 

@@ -8,7 +8,8 @@ export type DropReason =
   | 'expired'             // MQTT 5 message expiry passed while queued
   | 'too_large'           // larger than the client's maximum packet size (MQTT 5)
   | 'session_expired'     // queued when the session expired
-  | 'store_unavailable';  // refused because the durable store cannot write (disk full, read-only)
+  | 'store_unavailable'   // refused because the durable store cannot write (disk full, read-only)
+  | 'uplink_full';        // refused because the uplink outbox is full (only alarms left)
 
 export class Metrics {
   readonly startedAt = Date.now();
@@ -33,7 +34,7 @@ export class Metrics {
   /** Times a client went over its publish rate. */
   rateLimited = 0;
   readonly dropped: Record<DropReason, number> = {
-    queue_full: 0, slow_subscriber: 0, offline_qos0: 0, expired: 0, too_large: 0, session_expired: 0, store_unavailable: 0,
+    queue_full: 0, slow_subscriber: 0, offline_qos0: 0, expired: 0, too_large: 0, session_expired: 0, store_unavailable: 0, uplink_full: 0,
   };
 
   drop(reason: DropReason, n = 1): void {

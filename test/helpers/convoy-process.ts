@@ -132,7 +132,7 @@ export class ConvoyProcess {
     this.child = child;
     this.running = true;
     let partial = '';
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
       partial += d;
       let nl: number;
       while ((nl = partial.indexOf('\n')) >= 0) {
@@ -141,7 +141,7 @@ export class ConvoyProcess {
         this.onLine(line, gen);
       }
     });
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
       this.other = (this.other + d).slice(-64 * 1024);
       this.wake();
     });
@@ -158,7 +158,7 @@ export class ConvoyProcess {
       this.other += `spawn error: ${e.message}\n`;
     });
     const listening = await this.waitForLog((l) => l.msg === 'listening', { gen, timeoutMs: this.readyTimeoutMs, what: '"listening"' });
-    const m = /:(\d+)$/.exec(String(listening.listener ?? ''));
+    const m = /:(\d+)$/.exec(typeof listening.listener === 'string' ? listening.listener : '');
     if (!m) throw new Error(`convoy: cannot read the LAN port from ${JSON.stringify(listening)}`);
     this.port = Number(m[1]);
   }
@@ -167,7 +167,7 @@ export class ConvoyProcess {
     if (line.trim() === '') return;
     try {
       const obj = JSON.parse(line) as Record<string, unknown>;
-      this.logs.push({ ...obj, level: Number(obj.level), msg: String(obj.msg ?? ''), gen, at: Date.now() });
+      this.logs.push({ ...obj, level: Number(obj.level), msg: typeof obj.msg === 'string' ? obj.msg : '', gen, at: Date.now() });
     } catch {
       this.other = (this.other + line + '\n').slice(-64 * 1024);
     }

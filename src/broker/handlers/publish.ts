@@ -62,7 +62,7 @@ export function handlePublish(conn: Connection, p: PublishPacket): void {
     return;
   }
   if (p.qos === 1) {
-    if (reason === Reason.Success) broker.publish(messageFromPacket(p, topic, conn.clientId, Date.now()));
+    if (reason === Reason.Success && !broker.publish(messageFromPacket(p, topic, conn.clientId, Date.now()))) reason = refused(conn, topic);
     conn.ack(PacketType.PUBACK, p.packetId, reason);
     return;
   }
@@ -72,9 +72,18 @@ export function handlePublish(conn: Connection, p: PublishPacket): void {
       if (conn.version === 5 && session.incomingQos2.size >= limits.receiveMaximum) {
         throw new ProtocolError(Reason.ReceiveMaximumExceeded, `more than ${limits.receiveMaximum} QoS 2 messages awaiting PUBREL [MQTT-3.3.4-9]`);
       }
-      broker.publish(messageFromPacket(p, topic, conn.clientId, Date.now()));
-      session.addIncomingQos2(p.packetId);
+      if (broker.publish(messageFromPacket(p, topic, conn.clientId, Date.now()))) session.addIncomingQos2(p.packetId);
+      else reason = refused(conn, topic);
     }
   }
   conn.ack(PacketType.PUBREC, p.packetId, reason);
+}
+
+/**
+ * A QoS 1/2 message the broker refused (the uplink outbox is full): MQTT 5 gets 0x97 quota
+ * exceeded; 3.1.1 has no refusal code, so the connection closes without the acknowledgement.
+ */
+function refused(conn: Connection, topic: string): number {
+  if (conn.version !== 5) throw new ProtocolError(Reason.QuotaExceeded, `"${topic.slice(0, 100)}" refused: the uplink outbox is full`);
+  return Reason.QuotaExceeded;
 }
