@@ -10,6 +10,7 @@ import { Forwarder, type ForwarderStats } from './forwarder.js';
 import { Link, UPLINK_SENDER_ID, type LinkStatus } from './link.js';
 import { compileDownlinkRoute, compileUplinkRoute, findRoute, mapTopic, type UplinkRoute } from './routes.js';
 import type { Outbox, OutboxStats } from './types.js';
+import { loadGatewayKey } from '../security/keys.js';
 import { createOrderVerifier, type OrderVerifier, type OrderVerifierStats } from '../security/order-verifier.js';
 
 export interface TapStats {
@@ -81,6 +82,13 @@ export function startBridge(opts: BridgeOptions): Bridge {
     broker,
     ...(opts.random ? { random: opts.random } : {}),
   });
+  // Routes with sign = true are signed with the gateway key; a missing key is a start-up error
+  // (unsigned messages would look forged at HQ).
+  const signRoutes = routes.filter((r) => r.sign);
+  const signer = signRoutes.length === 0 ? undefined : {
+    key: loadGatewayKey(uplink.signing.gateway_key),
+    shouldSign: (localTopic: string): boolean => findRoute(routes, localTopic)?.sign ?? false,
+  };
   const forwarder = new Forwarder({
     outbox: store,
     link,
@@ -90,6 +98,7 @@ export function startBridge(opts: BridgeOptions): Bridge {
     inflightWindow: outboxCfg.inflight_window,
     drainRateMsgs: outboxCfg.drain_rate_msgs,
     drainRateBytes: outboxCfg.drain_rate_bytes,
+    ...(signer ? { signer } : {}),
     log,
   });
   const downlink = new Downlink({ routes: downRoutes, broker, log, verifier });

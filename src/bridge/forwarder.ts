@@ -18,6 +18,8 @@
 import type { Logger } from '../diagnostics/log.js';
 import type { Properties, QoS, UserProperties } from '../mqtt/packets.js';
 import { OUTBOX_CLASSES, type Outbox, type OutboxClass, type OutboxRecord } from './types.js';
+import { encodeEnvelope, signOrder } from '../security/signing.js';
+import type { GatewayKey } from '../security/keys.js';
 
 /** What the forwarder needs from the link (the real one is `Link` in link.ts). */
 export interface ForwarderLink {
@@ -50,8 +52,37 @@ export interface ForwarderOptions {
   retryDelayMs?: number;
   /** Direct QoS 0 messages are dropped while more than this is waiting in the socket. */
   directBufferLimit?: number;
+  /**
+   * Signs records whose local topic it accepts with the gateway key (uplink routes with
+   * sign = true), so HQ can verify which truck sent them.
+   */
+  signer?: UplinkSigner;
   now?: () => number;
   log?: Logger;
+}
+
+export interface UplinkSigner {
+  key: GatewayKey;
+  shouldSign(localTopic: string): boolean;
+}
+
+/** Far-future expiry for signed messages without one (the signature format requires one). */
+const SIGNED_NO_EXPIRY_S = 10 * 365 * 24 * 3600;
+
+/**
+ * The signed form of a record: MQTT 5 adds sig/kid/exp user properties next to gw/seq; 3.1.1
+ * wraps the payload in the signed envelope (src/security/signing.ts). The signature covers gateway
+ * id, the topic as published at HQ, payload, seq and expiry.
+ */
+export function signUplink(
+  key: GatewayKey, gatewayId: string, topic: string, rec: Pick<OutboxRecord, 'seq' | 'payload' | 'expiresAt' | 'createdAt'>,
+  props: Properties | undefined, protocolVersion: 4 | 5,
+): { payload: Buffer; props: Properties | undefined } {
+  const exp = rec.expiresAt > 0 ? Math.ceil(rec.expiresAt / 1000) : Math.ceil(rec.createdAt / 1000) + SIGNED_NO_EXPIRY_S;
+  const order = signOrder({ gatewayId, topic, payload: rec.payload, seq: rec.seq, exp, privateKey: key.privateKey });
+  if (protocolVersion !== 5) return { payload: encodeEnvelope(order), props };
+  const user: UserProperties = [...(props?.userProperties ?? []), ['sig', order.signature.toString('base64')], ['kid', order.kid], ['exp', String(exp)]];
+  return { payload: rec.payload, props: { ...props, userProperties: user } };
 }
 
 export interface ForwarderStats {
@@ -424,7 +455,10 @@ export class Forwarder {
     }
     const v = this.opts.protocolVersion;
     const topic = uplinkTopic(rec.topic, rec.seq, this.opts.gatewayId, v, this.opts.sequence311);
-    const props = v === 5 ? uplinkProperties(rec, this.opts.gatewayId, now) : undefined;
+    let props = v === 5 ? uplinkProperties(rec, this.opts.gatewayId, now) : undefined;
+    let payload = rec.payload;
+    const signer = this.opts.signer;
+    if (signer?.shouldSign(rec.localTopic)) ({ payload, props } = signUplink(signer.key, this.opts.gatewayId, topic, rec, props, v));
     const gen = this.gen;
     this.inFlight.set(rec.seq, rec);
     this.st.sent++;
@@ -439,7 +473,7 @@ export class Forwarder {
       }
     };
     try {
-      this.link.publish(topic, rec.payload, rec.qos, props, done);
+      this.link.publish(topic, payload, rec.qos, props, done);
     } catch (err) {
       done(err instanceof Error ? err : new Error(String(err)));
     }

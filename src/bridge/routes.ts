@@ -18,6 +18,8 @@ export interface UplinkRoute {
   cls: OutboxClass;
   ttlMs: number;
   storeQos0: boolean;
+  /** Sign with the gateway key. */
+  sign: boolean;
 }
 
 export interface DownlinkRoute {
@@ -58,10 +60,10 @@ function compile(source: string, target: string): { filter: string; targetPrefix
 }
 
 export function compileUplinkRoute(
-  r: { local: string; remote: string; qos: number; class: OutboxClass; ttl_s: number; store_qos0: boolean }, gatewayId: string,
+  r: { local: string; remote: string; qos: number; class: OutboxClass; ttl_s: number; store_qos0: boolean; sign?: boolean }, gatewayId: string,
 ): UplinkRoute {
   const c = compile(r.local, expandGateway(r.remote, gatewayId));
-  return { ...c, qos: r.qos as QoS, cls: r.class, ttlMs: r.ttl_s * 1000, storeQos0: r.store_qos0 };
+  return { ...c, qos: r.qos as QoS, cls: r.class, ttlMs: r.ttl_s * 1000, storeQos0: r.store_qos0, sign: r.sign ?? false };
 }
 
 export function compileDownlinkRoute(r: { remote: string; local: string; qos: number }, gatewayId: string): DownlinkRoute {

@@ -282,6 +282,7 @@ export const uplinkRouteSchema = z.strictObject({
   class: oneOf(OUTBOX_CLASS_NAMES, { default: 'telemetry', description: 'Priority class: alarms drain first and are never evicted.' }),
   ttl_s: int({ default: 0, min: 0, max: 31536000, unit: 'seconds', description: 'Drop the message if not sent within this time; 0 = keep until sent or evicted.' }),
   store_qos0: bool({ default: true, description: 'Store QoS 0 local messages in the outbox too (otherwise they go only while the link is up).' }),
+  sign: bool({ default: false, description: 'Sign these messages with the gateway key ([uplink.signing] gateway_key) so HQ can verify which truck sent them (MQTT 5: sig/kid/exp user properties; 3.1.1: the signed envelope).' }),
 });
 
 export const downlinkRouteSchema = z.strictObject({
@@ -296,7 +297,7 @@ export const downlinkRouteSchema = z.strictObject({
 
 export const uplinkSigningSchema = z.strictObject({
   trusted_keys_dir: str({ default: './keys/trusted', nonEmpty: true, description: 'Directory of trusted HQ Ed25519 public keys (NAME.pem), managed by "convoy keys add/remove".' }),
-  gateway_key: str({ default: './keys/gateway.key', nonEmpty: true, description: 'The gateway\'s own Ed25519 private key ("convoy keys init"; mode 0600). Reserved for signing uplink messages (not used yet).' }),
+  gateway_key: str({ default: './keys/gateway.key', nonEmpty: true, description: 'The gateway\'s own Ed25519 private key ("convoy keys init"; mode 0600). Signs uplink routes with sign = true.' }),
   max_clock_skew_s: int({ default: 60, min: 0, max: 86400, unit: 'seconds', description: 'An order is still accepted this long after its expiry time (truck clock drift).' }),
   alarm_interval_s: int({ default: 60, min: 1, max: 86400, unit: 'seconds', description: 'At most two convoy/alarms/orders messages per interval; further refusals are summed.' }),
 });

@@ -218,7 +218,7 @@ describe('uplink bridge with Mosquitto as HQ', function () {
       backoff_initial_ms: 50,
       backoff_max_ms: 300,
       backoff_reset_ms: 1000,
-      routes: [{ local: 'truck/telemetry/#', remote: 'fleet/{gateway}/telemetry/#', qos: 1, class: 'telemetry', ttl_s: 0, store_qos0: true }],
+      routes: [{ local: 'truck/telemetry/#', remote: 'fleet/{gateway}/telemetry/#', qos: 1, class: 'telemetry', ttl_s: 0, store_qos0: true, sign: false }],
       downlink: [{ remote: 'fleet/{gateway}/orders/#', local: 'truck/orders/#', qos: 1 }],
       ...over,
     };
