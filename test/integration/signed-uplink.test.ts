@@ -50,7 +50,7 @@ describe('signed uplink messages (gateway key)', function () {
     clients.push(hqSub);
     await hqSub.subscribeAsync('fleet/truck-7/events/#', { qos: 1 });
     const got = new Promise<Received>((resolve) => hqSub.on('message', (topic, payload, packet) => {
-      resolve({ topic, payload, userProperties: packet.properties?.userProperties as Record<string, string | string[]> | undefined });
+      resolve({ topic, payload, userProperties: packet.properties?.userProperties });
     }));
     const lan = await mqtt.connectAsync(`mqtt://127.0.0.1:${gw.port}`, { protocolVersion: 5, clientId: `lan-${protocolVersion}` });
     clients.push(lan);
