@@ -28,7 +28,7 @@ export interface DownlinkOptions {
   routes: ReadonlyArray<DownlinkRoute & { verify?: boolean }>;
   /** Checks messages on routes with verify; none = those routes deliver nothing. */
   verifier?: OrderVerifier | null;
-  broker: { publishInternal(p: InternalPublish, senderId?: string): void };
+  broker: { publishInternal(p: InternalPublish, senderId?: string): void; committed(): Promise<void> };
   log: Logger;
 }
 
@@ -54,6 +54,7 @@ export class Downlink {
       const p: InternalPublish = { topic, payload: m.payload, qos: m.qos, retain: false };
       if (m.properties) p.properties = m.properties;
       this.opts.broker.publishInternal(p, UPLINK_SENDER_ID);
+      m.durable = this.opts.broker.committed();
       this.st.delivered++;
       return true;
     } catch (err) {
@@ -75,22 +76,26 @@ export class Downlink {
       this.st.rejected++;
       return true;
     }
-    v.durable.then(
+    m.durable = v.durable.then(
       () => {
         try {
           const p: InternalPublish = { topic, payload: v.payload, qos: m.qos, retain: false };
           if (v.properties) p.properties = v.properties;
           this.opts.broker.publishInternal(p, UPLINK_SENDER_ID);
           this.st.delivered++;
+          return this.opts.broker.committed();
         } catch (err) {
           this.st.failed++;
           this.opts.log.error({ err, topic: m.topic }, 'uplink: downlink message could not be published locally');
+          throw err;
         }
       },
       (err: unknown) => {
-        // Fail closed: an order whose sequence could not be made durable is not delivered.
+        // Fail closed: an order whose sequence could not be made durable is not delivered, and
+        // not acknowledged either: HQ sends it again after the reconnect.
         this.st.rejected++;
         verifier.reject(m.topic, 'store_error', `its sequence could not be stored (${String(err)})`, { kid: v.kid, seq: v.seq });
+        throw err instanceof Error ? err : new Error(String(err));
       },
     );
     return true;

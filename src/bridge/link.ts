@@ -65,6 +65,11 @@ export interface DownlinkMessage {
   retain: boolean;
   /** Application properties (MQTT 5), user properties as pairs. */
   properties?: Properties;
+  /**
+   * Set by the handler: resolves once the message is durably in the local broker. HQ gets its
+   * PUBACK only then, so a power cut right after cannot lose an order HQ thinks delivered.
+   */
+  durable?: Promise<void>;
 }
 
 export interface LinkOptions {
@@ -378,6 +383,14 @@ export class Link implements ForwarderLink {
       return;
     }
     this.client = client;
+    // MQTT.js calls handleMessage after emitting 'message' and sends PUBACK when it calls back:
+    // hold the acknowledgement until the local copy is committed.
+    client.handleMessage = (_packet, callback): void => {
+      const durable = this.lastDurable;
+      this.lastDurable = undefined;
+      if (!durable) return callback();
+      durable.then(() => callback(), (err: unknown) => callback(err instanceof Error ? err : new Error(String(err))));
+    };
     this.lastRx = Date.now();
     this.floodCount = 0;
     this.floodWindowStart = this.lastRx;
@@ -532,7 +545,11 @@ export class Link implements ForwarderLink {
     const props = this.version === 5 ? fromMqttJsProperties(packet.properties) : undefined;
     if (props) msg.properties = props;
     this.emit('message', msg);
+    this.lastDurable = msg.durable;
   }
+
+  /** The durability promise of the message just emitted, for the next handleMessage call. */
+  private lastDurable: Promise<void> | undefined;
 
   /** Counted by the downlink when a message matched no filter. */
   noteUnexpected(): void {

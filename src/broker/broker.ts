@@ -389,6 +389,11 @@ export class Broker {
 
   // --- the publish path ----------------------------------------------------------------------
 
+  /** Resolves when every change made so far is durable (at once without a store). */
+  committed(): Promise<void> {
+    return this.journal ? this.journal.store.commit() : Promise.resolve();
+  }
+
   /** Publishes from inside the process (drivers, $SYS, the bridge): same path as clients. */
   publishInternal(p: InternalPublish, senderId = ''): void {
     this.publish(createMessage(p, senderId));
