@@ -182,6 +182,7 @@ describe('security: authentication', function () {
     try {
       execFileSync('mosquitto_passwd', ['-h'], { stdio: 'ignore' });
     } catch (e) {
+      // Skipped only where mosquitto_passwd is not installed (.ci/run installs the mosquitto package).
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') this.skip();
     }
     const dir = mkdtempSync(join(tmpdir(), 'convoy-auth-mosq-'));
