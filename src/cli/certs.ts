@@ -3,75 +3,27 @@ import { readFileSync } from 'node:fs';
 import type { CliIo } from './config.js';
 import { processIo } from './config.js';
 import { findCommand } from './help.js';
+import { option, parseOptions, UsageError, type OptionSpec, type ParsedOptions } from './options.js';
 import * as pki from '../security/pki.js';
 
 const USAGE = `Usage: ${(findCommand('certs')?.usage ?? []).map((u) => `convoy ${u}`).join('\n       ')}\n`;
 
-interface Spec {
-  /** Options taking a value; repeatable ones collect every value. */
-  values: readonly string[];
-  flags: readonly string[];
-  /** How many positional arguments: [min, max]. */
-  positional: [number, number];
-}
-
-const SPECS: Record<string, Spec> = {
+const SPECS: Record<string, OptionSpec> = {
   init: { values: ['--dir', '--cn', '--days', '--crl-days'], flags: ['--rsa'], positional: [0, 0] },
-  server: { values: ['--dir', '--host', '--ip', '--dns', '--days'], flags: ['--rsa'], positional: [0, 0] },
+  server: { values: ['--dir', '--host', '--ip', '--dns', '--days'], flags: ['--rsa'], positional: [0, 0], repeatable: new Set(['--ip', '--dns']) },
   client: { values: ['--dir', '--days', '--csr', '--name'], flags: ['--rsa'], positional: [0, 1] },
   list: { values: ['--dir', '--warn-days'], flags: [], positional: [0, 0] },
   revoke: { values: ['--dir', '--crl-days'], flags: [], positional: [1, 1] },
   crl: { values: ['--dir', '--crl-days'], flags: [], positional: [0, 0] },
 };
-const REPEATABLE = new Set(['--ip', '--dns']);
 
-interface Parsed {
-  values: Map<string, string[]>;
-  flags: Set<string>;
-  positional: string[];
-}
-
-function parse(spec: Spec, args: readonly string[]): Parsed | string {
-  const out: Parsed = { values: new Map(), flags: new Set(), positional: [] };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i] ?? '';
-    if (a.startsWith('--')) {
-      const eq = a.indexOf('=');
-      const name = eq === -1 ? a : a.slice(0, eq);
-      if (spec.flags.includes(name)) {
-        if (eq !== -1) return `${name} takes no value`;
-        out.flags.add(name);
-      } else if (spec.values.includes(name)) {
-        const v = eq === -1 ? args[++i] : a.slice(eq + 1);
-        if (v === undefined || v === '') return `${name} needs a value`;
-        const prev = out.values.get(name);
-        if (prev && !REPEATABLE.has(name)) return `${name} given twice`;
-        out.values.set(name, [...(prev ?? []), v]);
-      } else {
-        return `unknown option "${name}"`;
-      }
-    } else {
-      out.positional.push(a);
-    }
-  }
-  const [min, max] = spec.positional;
-  if (out.positional.length < min) return 'missing argument';
-  if (out.positional.length > max) return `unexpected argument "${out.positional[max] ?? ''}"`;
-  return out;
-}
-
-function one(p: Parsed, name: string): string | undefined {
-  return p.values.get(name)?.[0];
-}
-
-function intOption(p: Parsed, name: string): number | undefined {
-  const v = one(p, name);
+function intOption(p: ParsedOptions, name: string): number | undefined {
+  const v = option(p, name);
   if (v === undefined) return undefined;
   if (!/^\d+$/.test(v)) throw new UsageError(`${name} needs a whole number of days, not "${v}"`);
   return Number(v);
 }
 
-class UsageError extends Error {}
 
 const day = (iso: string | Date): string => (typeof iso === 'string' ? iso : iso.toISOString()).slice(0, 10);
 const minute = (iso: string): string => `${iso.slice(0, 16).replace('T', ' ')}Z`;
@@ -88,12 +40,15 @@ export async function certsCommand(args: readonly string[], io: CliIo = processI
     io.stderr(`convoy certs: unknown subcommand "${sub}"\n${USAGE}`);
     return 2;
   }
-  const p = parse(spec, rest);
-  if (typeof p === 'string') {
-    io.stderr(`convoy certs ${sub}: ${p}\n${USAGE}`);
+  let p: ParsedOptions;
+  try {
+    p = parseOptions(spec, rest);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    io.stderr(`convoy certs ${sub}: ${e.message}\n${USAGE}`);
     return 2;
   }
-  const dir = one(p, '--dir') ?? pki.DEFAULT_PKI_DIR;
+  const dir = option(p, '--dir') ?? pki.DEFAULT_PKI_DIR;
   const algorithm: pki.KeyAlgorithm = p.flags.has('--rsa') ? 'rsa' : 'ec';
   const keyDesc = algorithm === 'rsa' ? `RSA ${pki.RSA_BITS}` : 'ECDSA P-256';
   const at = now === undefined ? {} : { now };
@@ -103,7 +58,7 @@ export async function certsCommand(args: readonly string[], io: CliIo = processI
     const common = { algorithm, ...at, ...(days === undefined ? {} : { days }) };
     switch (sub) {
       case 'init': {
-        const cn = one(p, '--cn');
+        const cn = option(p, '--cn');
         const r = await pki.initCa(dir, { ...common, ...(cn === undefined ? {} : { cn }), ...(crlDays === undefined ? {} : { crlDays }) });
         const paths = pki.pkiPaths(dir);
         io.stdout(
@@ -118,25 +73,25 @@ export async function certsCommand(args: readonly string[], io: CliIo = processI
         return 0;
       }
       case 'server': {
-        const host = one(p, '--host');
+        const host = option(p, '--host');
         if (host === undefined) throw new UsageError('--host NAME is required');
         const r = await pki.issueServer(dir, { ...common, host, dns: p.values.get('--dns') ?? [], ips: p.values.get('--ip') ?? [] });
         io.stdout(issuedText('server', r, keyDesc));
         return 0;
       }
       case 'client': {
-        const csr = one(p, '--csr');
+        const csr = option(p, '--csr');
         const [name] = p.positional;
         if (csr !== undefined) {
           if (name !== undefined) throw new UsageError('give either NAME or --csr FILE (with --name to override its CN), not both');
           if (p.flags.has('--rsa')) throw new UsageError('--rsa does not apply to --csr: the request brings its own key');
-          const override = one(p, '--name');
+          const override = option(p, '--name');
           const { algorithm: _ignored, ...csrOpts } = common;
           const r = await pki.signClientCsr(dir, readFileSync(csr), { ...csrOpts, ...(override === undefined ? {} : { name: override }) });
           io.stdout(issuedText('client', r, 'key from the request'));
           return 0;
         }
-        if (one(p, '--name') !== undefined) throw new UsageError('--name only goes with --csr');
+        if (option(p, '--name') !== undefined) throw new UsageError('--name only goes with --csr');
         if (name === undefined) throw new UsageError('missing NAME (or --csr FILE)');
         const r = await pki.issueClient(dir, { ...common, name });
         io.stdout(issuedText('client', r, keyDesc));

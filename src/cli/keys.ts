@@ -19,18 +19,13 @@ import { join } from 'node:path';
 import type { CliIo } from './config.js';
 import { processIo } from './config.js';
 import { findCommand } from './help.js';
+import { option, parseOptions, UsageError, type OptionSpec, type ParsedOptions } from './options.js';
 import * as keys from '../security/keys.js';
 import { encodeEnvelope, signatureProperties, signOrder, SigningFormatError } from '../security/signing.js';
 
 const USAGE = `Usage: ${(findCommand('keys')?.usage ?? ['keys ...']).map((u) => `convoy ${u}`).join('\n       ')}\n`;
 
-interface Spec {
-  values: readonly string[];
-  flags: readonly string[];
-  positional: [number, number];
-}
-
-const SPECS: Record<string, Spec> = {
+const SPECS: Record<string, OptionSpec> = {
   init: { values: ['--dir'], flags: ['--force'], positional: [0, 0] },
   show: { values: ['--dir'], flags: [], positional: [0, 0] },
   add: { values: ['--dir'], flags: ['--force'], positional: [2, 2] },
@@ -39,51 +34,15 @@ const SPECS: Record<string, Spec> = {
   sign: { values: ['--key', '--gateway', '--topic', '--seq', '--exp', '--ttl'], flags: ['--envelope'], positional: [0, 1] },
 };
 
-class UsageError extends Error {}
-
-interface Parsed {
-  values: Map<string, string>;
-  flags: Set<string>;
-  positional: string[];
-}
-
-function parse(spec: Spec, args: readonly string[]): Parsed {
-  const out: Parsed = { values: new Map(), flags: new Set(), positional: [] };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i] ?? '';
-    if (a.startsWith('--')) {
-      const eq = a.indexOf('=');
-      const name = eq === -1 ? a : a.slice(0, eq);
-      if (spec.flags.includes(name)) {
-        if (eq !== -1) throw new UsageError(`${name} takes no value`);
-        out.flags.add(name);
-      } else if (spec.values.includes(name)) {
-        const v = eq === -1 ? args[++i] : a.slice(eq + 1);
-        if (v === undefined || v === '') throw new UsageError(`${name} needs a value`);
-        if (out.values.has(name)) throw new UsageError(`${name} given twice`);
-        out.values.set(name, v);
-      } else {
-        throw new UsageError(`unknown option "${name}"`);
-      }
-    } else {
-      out.positional.push(a);
-    }
-  }
-  const [min, max] = spec.positional;
-  if (out.positional.length < min) throw new UsageError('missing argument');
-  if (out.positional.length > max) throw new UsageError(`unexpected argument "${out.positional[max] ?? ''}"`);
-  return out;
-}
-
-function wholeNumber(p: Parsed, name: string): number | undefined {
-  const v = p.values.get(name);
+function wholeNumber(p: ParsedOptions, name: string): number | undefined {
+  const v = option(p, name);
   if (v === undefined) return undefined;
   if (!/^\d{1,16}$/.test(v) || !Number.isSafeInteger(Number(v))) throw new UsageError(`${name} needs a whole number, not "${v}"`);
   return Number(v);
 }
 
-function required(p: Parsed, name: string): string {
-  const v = p.values.get(name);
+function required(p: ParsedOptions, name: string): string {
+  const v = option(p, name);
   if (v === undefined) throw new UsageError(`${name} is required`);
   return v;
 }
@@ -101,8 +60,8 @@ export function keysCommand(args: readonly string[], io: CliIo = processIo, nowM
     return 2;
   }
   try {
-    const p = parse(spec, rest);
-    const dir = p.values.get('--dir') ?? keys.DEFAULT_KEYS_DIR;
+    const p = parseOptions(spec, rest);
+    const dir = option(p, '--dir') ?? keys.DEFAULT_KEYS_DIR;
     const trustedDir = join(dir, keys.TRUSTED_DIR);
     switch (sub) {
       case 'init': {
