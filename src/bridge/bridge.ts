@@ -82,12 +82,23 @@ export function startBridge(opts: BridgeOptions): Bridge {
     broker,
     ...(opts.random ? { random: opts.random } : {}),
   });
+  const cache = new Map<string, UplinkRoute | null>();
+  const routeFor = (topic: string): UplinkRoute | null => {
+    let r = cache.get(topic);
+    if (r === undefined) {
+      r = findRoute(routes, topic) ?? null;
+      if (cache.size >= ROUTE_CACHE_MAX) cache.clear();
+      cache.set(topic, r);
+    }
+    return r;
+  };
+
   // Routes with sign = true are signed with the gateway key; a missing key is a start-up error
   // (unsigned messages would look forged at HQ).
   const signRoutes = routes.filter((r) => r.sign);
   const signer = signRoutes.length === 0 ? undefined : {
     key: loadGatewayKey(uplink.signing.gateway_key),
-    shouldSign: (localTopic: string): boolean => findRoute(routes, localTopic)?.sign ?? false,
+    shouldSign: (localTopic: string): boolean => routeFor(localTopic)?.sign ?? false,
   };
   const forwarder = new Forwarder({
     outbox: store,
@@ -109,16 +120,6 @@ export function startBridge(opts: BridgeOptions): Bridge {
   });
 
   const tap: TapStats = { stored: 0, refused: 0, direct: 0, directDropped: 0, errors: 0 };
-  const cache = new Map<string, UplinkRoute | null>();
-  const routeFor = (topic: string): UplinkRoute | null => {
-    let r = cache.get(topic);
-    if (r === undefined) {
-      r = findRoute(routes, topic) ?? null;
-      if (cache.size >= ROUTE_CACHE_MAX) cache.clear();
-      cache.set(topic, r);
-    }
-    return r;
-  };
 
   const publishTap = (msg: Message): boolean => {
     if (msg.senderId === UPLINK_SENDER_ID) return true; // from HQ or our own state: never back up
