@@ -424,18 +424,23 @@ export class CrashSoak {
     }
 
     const drained = await Promise.all(conns.map(({ sub }) => new Promise<boolean>((res) => {
+      // The acknowledged keys this session still lacks, counted down as messages arrive (a scan of
+      // every acknowledged key per message would make the checker, not the broker, the bottleneck).
+      const missing = new Set(this.acked.filter((a) => !sub.receivedKeys.has(a.key)).map((a) => a.key));
       const timer = setTimeout(() => {
         sub.onMessage = null;
         res(false);
       }, drainTimeoutMs);
       const check = (): void => {
-        if (this.acked.some((a) => !sub.receivedKeys.has(a.key))) return;
+        const last = sub.received[sub.received.length - 1];
+        if (last !== undefined) missing.delete(last.key);
+        if (missing.size > 0) return;
         clearTimeout(timer);
         sub.onMessage = null;
         res(true);
       };
       sub.onMessage = check;
-      check();
+      if (missing.size === 0) check();
     })));
 
     // A fresh subscription gets the retained messages.
@@ -476,7 +481,9 @@ export class CrashSoak {
     await Promise.all(this.procs.map((p) => p.kill()));
     await Promise.all([...this.clients].map((c) => endForce(c)));
     this.clients.clear();
-    if (!this.opts.keep) rmSync(this.dir, { recursive: true, force: true });
+    // With --keep, each broker's log goes next to the data: what a failed run needs explained.
+    if (this.opts.keep) this.procs.forEach((p, i) => writeFileSync(join(this.dir, `convoy-${i + 1}.log`), p.stdout + p.stderr));
+    else rmSync(this.dir, { recursive: true, force: true });
   }
 }
 

@@ -53,6 +53,8 @@ export class Connection implements FrameSink, SessionLink {
   private readonly heldAcks: number[] = [];
   private readonly heldReasons: number[] = [];
   private readonly heldBatches: number[] = [];
+  /** Encoded packets held in the same queue (SUBACK, UNSUBACK), marked -1 in heldAcks. */
+  private readonly heldPackets: Buffer[] = [];
   /** In the broker's list of connections with bytes to write. */
   dirty = false;
   readonly out = new OutBuffer();
@@ -292,6 +294,23 @@ export class Connection implements FrameSink, SessionLink {
     this.touch();
   }
 
+  /**
+   * An encoded SUBACK or UNSUBACK: held like ack() while a commit is pending, so a client that got
+   * its SUBACK finds the (persistent) subscription after a crash.
+   */
+  ackEncoded(packet: Buffer): void {
+    const journal = this.broker.journal;
+    if (journal && (journal.wrote || this.heldAcks.length > 0)) {
+      this.heldAcks.push(-1);
+      this.heldReasons.push(0);
+      this.heldBatches.push(this.broker.holdAck(this));
+      this.heldPackets.push(packet);
+      return;
+    }
+    this.out.appendRef(packet);
+    this.touch();
+  }
+
   /** The commit of `batch` succeeded: send every ack held for it or earlier. */
   releaseAcks(batch: number): void {
     this.sendHeld(batch, false);
@@ -304,7 +323,7 @@ export class Connection implements FrameSink, SessionLink {
    */
   refuseAcks(batch: number): void {
     if (this.version !== 5) {
-      this.heldAcks.length = this.heldReasons.length = this.heldBatches.length = 0;
+      this.heldAcks.length = this.heldReasons.length = this.heldBatches.length = this.heldPackets.length = 0;
       this.close(Reason.QuotaExceeded, 'the message store cannot write (disk full)');
       return;
     }
@@ -316,10 +335,14 @@ export class Connection implements FrameSink, SessionLink {
     let n = 0;
     while (n < this.heldAcks.length && this.heldBatches[n]! <= batch) {
       const v = this.heldAcks[n]!;
-      const type = Math.floor(v / 65536) as 4 | 5 | 6 | 7;
-      const reason = refuse && (type === PacketType.PUBACK || type === PacketType.PUBREC) ? Reason.QuotaExceeded : this.heldReasons[n]!;
-      writeAck(this.out, type, v & 0xffff, this.version, reason);
       n++;
+      if (v === -1) {
+        this.out.appendRef(this.heldPackets.shift()!);
+        continue;
+      }
+      const type = Math.floor(v / 65536) as 4 | 5 | 6 | 7;
+      const reason = refuse && (type === PacketType.PUBACK || type === PacketType.PUBREC) ? Reason.QuotaExceeded : this.heldReasons[n - 1]!;
+      writeAck(this.out, type, v & 0xffff, this.version, reason);
     }
     if (n === 0) return;
     this.heldAcks.splice(0, n);

@@ -24,7 +24,7 @@ import type { UplinkConfig } from '../config/schema.js';
 import type { Properties } from '../mqtt/packets.js';
 import type { Logger } from '../diagnostics/log.js';
 import { raiseAlarm, type Alarm } from '../diagnostics/alarms.js';
-import { SqliteStateStore, type CommitParticipant } from '../store/sqlite-state-store.js';
+import { SqliteStateStore, type CommitParticipant, type WriteBatch } from '../store/sqlite-state-store.js';
 import {
   decodeEnvelope,
   hasDetachedSignature,
@@ -85,8 +85,9 @@ export class SqliteReplayStore implements ReplayStore, CommitParticipant {
   readonly durable = true;
   private readonly committedSeqs = new Map<string, number>();
   private readonly pending = new Map<string, number>();
-  private applied: Map<string, number> | null = null;
-  private readonly upsert;
+  /** Sealed into a commit, not confirmed yet (kept across a failed commit, which is retried). */
+  private readonly sealed = new Map<string, number>();
+  private readonly upsert: number;
   private readonly detach: () => void;
 
   constructor(private readonly state: SqliteStateStore) {
@@ -95,7 +96,7 @@ export class SqliteReplayStore implements ReplayStore, CommitParticipant {
     for (const r of db.prepare('SELECT kid, last_seq FROM signed_order_seq').all() as Array<{ kid: string; last_seq: number }>) {
       this.committedSeqs.set(r.kid, r.last_seq);
     }
-    this.upsert = db.prepare(
+    this.upsert = state.statement(
       'INSERT INTO signed_order_seq (kid, last_seq, accepted_at) VALUES (?, ?, ?) ' +
         'ON CONFLICT (kid) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), accepted_at = excluded.accepted_at',
     );
@@ -103,12 +104,12 @@ export class SqliteReplayStore implements ReplayStore, CommitParticipant {
   }
 
   last(kid: string): number {
-    return Math.max(this.pending.get(kid) ?? 0, this.committedSeqs.get(kid) ?? 0);
+    return Math.max(this.pending.get(kid) ?? 0, this.sealed.get(kid) ?? 0, this.committedSeqs.get(kid) ?? 0);
   }
 
   record(kid: string, seq: number): Promise<void> {
     this.pending.set(kid, Math.max(seq, this.last(kid)));
-    // The commit that settles this promise has applied the pending work (committed() runs before
+    // The commit that settles this promise has confirmed the sealed work (committed() runs before
     // promise callbacks), unless the store dropped us in between (closing): check, never assume.
     return this.state.commit().then(() => {
       if ((this.committedSeqs.get(kid) ?? 0) < seq) throw new Error(`sequence ${seq} of key ${kid} was not committed`);
@@ -126,23 +127,18 @@ export class SqliteReplayStore implements ReplayStore, CommitParticipant {
     return this.pending.size > 0;
   }
 
-  get pendingBytes(): number {
-    return this.pending.size * 64;
-  }
-
-  apply(): void {
+  seal(batch: WriteBatch): void {
     const now = Date.now();
-    for (const [kid, seq] of this.pending) this.upsert.run(kid, seq, now);
-    this.applied = new Map(this.pending);
+    for (const [kid, seq] of this.pending) {
+      batch.run(this.upsert, kid, seq, now);
+      this.sealed.set(kid, Math.max(seq, this.sealed.get(kid) ?? 0));
+    }
+    this.pending.clear();
   }
 
   committed(): void {
-    const applied = this.applied ?? new Map<string, number>();
-    this.applied = null;
-    for (const [kid, seq] of applied) {
-      this.committedSeqs.set(kid, Math.max(seq, this.committedSeqs.get(kid) ?? 0));
-      if (this.pending.get(kid) === seq) this.pending.delete(kid);
-    }
+    for (const [kid, seq] of this.sealed) this.committedSeqs.set(kid, Math.max(seq, this.committedSeqs.get(kid) ?? 0));
+    this.sealed.clear();
   }
 }
 

@@ -4,6 +4,7 @@
 // objects after a put), so load() reflects the state at the time of each put, as the SQLite store does.
 import type { Will } from '../mqtt/packets.js';
 import type { CommitParticipant } from './sqlite-state-store.js';
+import { WriteBatch } from './writer.js';
 import {
   StoreError,
   type StateStore,
@@ -204,7 +205,8 @@ export class MemoryStateStore implements StateStore {
     this.dirty = false;
     for (const p of this.participants.filter((q) => q.hasPending)) {
       try {
-        p.apply();
+        // Nothing reads the batch: in memory, sealing and committing are one step.
+        p.seal(new WriteBatch());
       } catch (err) {
         // Its work stays pending for the next commit(), as with the SQLite store.
         return Promise.reject(new StoreError('io_error', `store commit failed: ${err instanceof Error ? err.message : String(err)}`));

@@ -1,33 +1,33 @@
 // The durable state store: convoy.db in the data directory (see db.ts for pragmas and recovery).
 //
-// Grouped commits: put*/delete* only append an entry to an in-memory batch. The first commit() after
-// a change schedules one flush (setImmediate, or a timer of commitWindowMs); the flush applies the
-// whole batch in one transaction (one WAL fsync) and settles every commit() promise waiting on it.
-// So the cost per message falls as load rises: everything from one event-loop turn, or one window,
-// shares one fsync.
+// Grouped commits in a writer thread: put*/delete* only append an entry to an in-memory batch.
+// The first commit() after a change schedules a seal (setImmediate, or a timer of commitWindowMs);
+// sealing turns the batch into SQL statements and hands them to the store writer (writer.ts), whose
+// thread commits them as one transaction (one WAL fsync) while the event loop goes on. One batch
+// is in flight at a time: what arrives meanwhile forms the next batch, sealed as soon as the
+// writer answers. So a batch holds everything from one commit's duration, and the cost per message
+// falls as load rises, most of all on a slow medium.
 //
-// Coalescing: a delivery put and then replaced or deleted in the same batch is written at most once
-// (the replaced/deleted put is dropped from the batch; a delete of a row that is not on disk costs a
-// lookup, not a write).
+// Coalescing, decided when the batch is sealed:
+// - a delivery put and then replaced in the same batch is written once, in its last state;
+// - a delivery put and deleted in the same batch (a message delivered and acknowledged before its
+//   batch was sealed) is not written at all, nor deleted, when it cannot be on disk yet (its seq is
+//   above every seq of that client already handed to the writer);
+// - a message is written only if a delivery written in the same batch references it. A message
+//   whose deliveries were all acknowledged before the seal never touches the disk: it no longer
+//   needs to outlive anything.
 //
-// Message garbage collection: deleting a delivery (or a session) makes its message a candidate;
-// at the end of the same transaction each candidate no delivery references any more is deleted
-// (deliveries_by_message index). The message with the highest id is kept until a higher one exists:
-// it records lastMessageId without a separate counter row that would cost a page per commit.
+// Message garbage collection runs in the writer at the end of each transaction (writer-worker.ts).
 //
-// Checkpoints: a PASSIVE checkpoint runs on its own event-loop turn after a flush has settled its
-// promises, whenever about 1 MB of WAL has been written since the last one, so acknowledgements
-// never wait for it and each step stays small.
+// Participants: another component writing to the same database (the uplink outbox, the signed-order
+// replay state) attaches a CommitParticipant. At each seal its pending work is added to the batch
+// (after the broker's entries), so both become durable with one fsync or not at all; commit()
+// schedules a seal when only participants have work. Sealed work stays in flight until committed()
+// says it is durable.
 //
-// Participants: another component writing to the same database (the uplink outbox) attaches a
-// CommitParticipant. Its pending work is applied inside the same transaction as the batch (after
-// the batch's entries), so both become durable with one fsync or not at all; commit() schedules a
-// flush when only participants have work. A failed transaction keeps the participants' pending work
-// too (they are told `committed()` only after a successful one) and the retry applies it again.
-//
-// Errors: a failed flush keeps its batch (retried by the next commit()), sets `fault`
-// (SQLITE_FULL/ENOSPC → disk_full, SQLITE_READONLY → read_only, else io_error) and rejects the
-// waiting commits with a StoreError; the next successful flush clears `fault`.
+// Errors: a failed commit keeps its statements (sent again, first, with the next batch), sets
+// `fault` (SQLITE_FULL/ENOSPC → disk_full, SQLITE_READONLY → read_only, else io_error) and rejects
+// the waiting commits with a StoreError; the next successful commit clears `fault`.
 import type { Properties, QoS, Will } from '../mqtt/packets.js';
 import { openDatabase, type SqliteDatabase, type StoreLog } from './db.js';
 import {
@@ -40,14 +40,18 @@ import {
   type StoredState,
   type StoredSubscription,
 } from './state-store.js';
+import { StatementKind, StoreWriter, WriteBatch, type WriteFailure } from './writer.js';
+
+export { StatementKind, WriteBatch } from './writer.js';
 
 export interface SqliteStateStoreOptions {
   /** The database file (created with its directory if missing). */
   path: string;
   log: StoreLog;
   /**
-   * 0 (default): a commit runs on the next event-loop turn (setImmediate) after the first commit()
-   * call. 1..MAX_COMMIT_WINDOW_MS: it waits that long to gather more changes into one transaction.
+   * 0 (default): a batch is sealed on the next event-loop turn (setImmediate) after the first
+   * commit() call when the writer is idle. 1..MAX_COMMIT_WINDOW_MS: it waits that long to gather
+   * more changes into one transaction.
    */
   commitWindowMs?: number;
   /** Time budget for the integrity check at open (see openDatabase). */
@@ -56,23 +60,22 @@ export interface SqliteStateStoreOptions {
 
 /**
  * Another writer whose changes commit in the store's grouped transactions (see the header comment).
- * `apply` runs inside the transaction and may throw (the transaction is rolled back and the pending
- * work must stay for the retry); `committed` runs after the transaction succeeded.
+ * Statements come from SqliteStateStore.statement(); a MemoryStateStore hands a batch nobody reads.
  */
 export interface CommitParticipant {
   readonly hasPending: boolean;
-  /** Rough bytes the pending work writes (for the checkpoint schedule); 0 if unknown. */
-  readonly pendingBytes?: number;
-  apply(): void;
+  /** Moves the pending work into `batch`. It is in flight until committed() (a failed commit is retried). */
+  seal(batch: WriteBatch): void;
+  /** Everything sealed so far is durable. */
   committed(): void;
 }
 
+/** Something that hands out statement ids for WriteBatch.run (the SQLite store). */
+export interface StatementHost {
+  statement(sql: string, kind?: StatementKind): number;
+}
+
 export const MAX_COMMIT_WINDOW_MS = 50;
-/** Estimated WAL bytes after which a PASSIVE checkpoint is scheduled. */
-const CHECKPOINT_AFTER_BYTES = 1024 * 1024;
-/** Rough WAL cost of one commit beyond its rows: the pages a transaction always touches. */
-const COMMIT_OVERHEAD_BYTES = 3 * 4096;
-const ROW_OVERHEAD_BYTES = 64;
 
 const enum Op {
   PutSession,
@@ -88,6 +91,22 @@ const enum Op {
   DeleteDelayedWill,
   PutRetained,
   DeleteRetained,
+  GcCandidate,
+}
+
+interface DeliveryEntry {
+  op: Op.PutDelivery;
+  clientId: string;
+  seq: number;
+  messageId: number;
+  qos: QoS;
+  retain: boolean;
+  subIds: number[] | undefined;
+  shareKey: string | undefined;
+  state: StoredDelivery['state'];
+  packetId: number;
+  /** No row with this client and seq can be on disk or in flight (see the header comment). */
+  fresh: boolean;
 }
 
 type BatchEntry =
@@ -96,25 +115,15 @@ type BatchEntry =
   | { op: Op.PutSubscription; clientId: string; sub: StoredSubscription }
   | { op: Op.DeleteSubscription; clientId: string; filter: string }
   | { op: Op.PutMessage; id: number; msg: StoredMessage }
-  | {
-      op: Op.PutDelivery;
-      clientId: string;
-      seq: number;
-      messageId: number;
-      qos: QoS;
-      retain: boolean;
-      subIds: number[] | undefined;
-      shareKey: string | undefined;
-      state: StoredDelivery['state'];
-      packetId: number;
-    }
+  | DeliveryEntry
   | { op: Op.DeleteDelivery; clientId: string; seq: number }
   | { op: Op.PutIncomingQos2; clientId: string; packetId: number }
   | { op: Op.DeleteIncomingQos2; clientId: string; packetId: number }
   | { op: Op.PutDelayedWill; clientId: string; will: Will; dueAt: number }
   | { op: Op.DeleteDelayedWill; clientId: string }
   | { op: Op.PutRetained; msg: StoredMessage }
-  | { op: Op.DeleteRetained; topic: string };
+  | { op: Op.DeleteRetained; topic: string }
+  | { op: Op.GcCandidate; messageId: number };
 
 const DELIVERY_STATES = ['queued', 'publish', 'pubrel'] as const;
 const STATE_CODE: Record<StoredDelivery['state'], number> = { queued: 0, publish: 1, pubrel: 2 };
@@ -130,6 +139,22 @@ interface MessageRow {
   expires_at: number;
 }
 
+interface Deferred {
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+function deferred(): Deferred {
+  let resolve!: () => void;
+  let reject!: (e: Error) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
 /** Maps a SQLite or system error to the fault the broker acts on. */
 export function classifyStoreError(err: unknown): StoreFault {
   const e = err as { code?: unknown; message?: unknown };
@@ -140,38 +165,37 @@ export function classifyStoreError(err: unknown): StoreFault {
   return 'io_error';
 }
 
-export class SqliteStateStore implements StateStore {
-  /** The connection, for diagnostics and tests; the store owns it. */
+export class SqliteStateStore implements StateStore, StatementHost {
+  /** The read connection (load, the outbox's reads, diagnostics and tests); writes go through the writer. */
   readonly db: SqliteDatabase;
   /** Set when the database file was corrupt at open and was replaced by a fresh one. */
   readonly recovered?: { movedTo: string; reason: string };
 
   private readonly log: StoreLog;
   private readonly commitWindowMs: number;
+  private readonly writer: StoreWriter;
   private batch: (BatchEntry | null)[] = [];
   /** Index in `batch` of the latest pending putDelivery per client and seq (for coalescing). */
   private pendingDeliveries = new Map<string, Map<number, number>>();
-  /** Messages that may have lost their last delivery. */
-  private readonly gcCandidates = new Set<number>();
-  /** Highest message id put so far (on disk or in the batch). */
-  private maxMessageId: number;
-  private batchBytes = 0;
-  private walBytes = 0;
+  /** Messages put in the current batch. */
+  private batchMessages = new Set<number>();
+  /** Highest delivery seq per client handed to the writer (or found on disk at open). */
+  private readonly sealedMaxSeq = new Map<string, number>();
 
-  private waiting: { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void } | null = null;
+  /** commit() calls waiting for the batch being formed. */
+  private waiting: Deferred | null = null;
+  /** The batch the writer is committing, with its waiters. */
+  private inFlight: { id: number; batch: WriteBatch; waiting: Deferred | null } | null = null;
+  /** Statements of a failed commit, sent again first. */
+  private retry: WriteBatch | null = null;
+  /** Participants whose sealed work is not confirmed yet. */
+  private unconfirmed: CommitParticipant[] = [];
   private timer: NodeJS.Immediate | NodeJS.Timeout | null = null;
-  private checkpointTimer: NodeJS.Immediate | null = null;
   private currentFault: StoreFault | null = null;
   private closed = false;
 
   private readonly participants: CommitParticipant[] = [];
-  /** The participants whose work the running transaction applies. */
-  private applying: CommitParticipant[] = [];
-  /** The participants of the last successful transaction, told by notifyParticipants(). */
-  private committedParticipants: CommitParticipant[] = [];
-
-  private readonly stmt;
-  private readonly tx: () => void;
+  private readonly s;
   private warnedClosed = false;
 
   constructor(opts: SqliteStateStoreOptions) {
@@ -190,65 +214,79 @@ export class SqliteStateStore implements StateStore {
 
     const db = this.db;
     try {
-      this.stmt = {
-        putSession: db.prepare(
-          'INSERT OR REPLACE INTO sessions (client_id, expiry_interval, disconnected_at) VALUES (?, ?, ?)',
-        ),
-        sessionMessages: db.prepare('SELECT DISTINCT message_id FROM deliveries WHERE client_id = ?').pluck(),
-        deleteSession: db.prepare('DELETE FROM sessions WHERE client_id = ?'),
-        deleteSessionSubscriptions: db.prepare('DELETE FROM subscriptions WHERE client_id = ?'),
-        deleteSessionDeliveries: db.prepare('DELETE FROM deliveries WHERE client_id = ?'),
-        deleteSessionQos2: db.prepare('DELETE FROM incoming_qos2 WHERE client_id = ?'),
-        putSubscription: db.prepare(
-          'INSERT OR REPLACE INTO subscriptions (client_id, filter, qos, no_local, retain_as_published, ' +
-            'retain_handling, subscription_id) VALUES (?, ?, ?, ?, ?, ?, ?)',
-        ),
-        deleteSubscription: db.prepare('DELETE FROM subscriptions WHERE client_id = ? AND filter = ?'),
-        putMessage: db.prepare(
-          'INSERT OR REPLACE INTO messages (id, topic, payload, qos, retain, properties, sender, received_at, ' +
-            'expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-        ),
-        gcMessage: db.prepare(
-          'DELETE FROM messages WHERE id = ? AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?)',
-        ),
-        putDelivery: db.prepare(
-          'INSERT OR REPLACE INTO deliveries (client_id, seq, message_id, qos, retain, sub_ids, share_key, ' +
-            'state, packet_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-        ),
-        deleteDelivery: db
-          .prepare('DELETE FROM deliveries WHERE client_id = ? AND seq = ? RETURNING message_id')
-          .pluck(),
-        putQos2: db.prepare('INSERT OR IGNORE INTO incoming_qos2 (client_id, packet_id) VALUES (?, ?)'),
-        deleteQos2: db.prepare('DELETE FROM incoming_qos2 WHERE client_id = ? AND packet_id = ?'),
-        putWill: db.prepare(
-          'INSERT OR REPLACE INTO delayed_wills (client_id, topic, payload, qos, retain, properties, due_at) ' +
-            'VALUES (?, ?, ?, ?, ?, ?, ?)',
-        ),
-        deleteWill: db.prepare('DELETE FROM delayed_wills WHERE client_id = ?'),
-        putRetained: db.prepare(
-          'INSERT OR REPLACE INTO retained (topic, payload, qos, retain, properties, sender, received_at, ' +
-            'expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
-        ),
-        deleteRetained: db.prepare('DELETE FROM retained WHERE topic = ?'),
-      };
-      this.tx = db.transaction(() => {
-        this.applyEntries();
-        for (const p of this.applying) p.apply();
-      });
-      this.maxMessageId = (db.prepare('SELECT coalesce(max(id), 0) FROM messages').pluck().get() as number) ?? 0;
       // Messages left unreferenced by a crash between a delete and its garbage collection.
+      const maxMessageId = (db.prepare('SELECT coalesce(max(id), 0) FROM messages').pluck().get() as number) ?? 0;
       const swept = db
         .prepare('DELETE FROM messages WHERE id < ? AND id NOT IN (SELECT message_id FROM deliveries)')
-        .run(this.maxMessageId).changes;
+        .run(maxMessageId).changes;
       if (swept > 0) this.log.info({ messages: swept }, 'store removed unreferenced messages');
+      for (const r of db.prepare('SELECT client_id, max(seq) AS seq FROM deliveries GROUP BY client_id').all() as {
+        client_id: string;
+        seq: number;
+      }[]) {
+        this.sealedMaxSeq.set(r.client_id, r.seq);
+      }
     } catch (err) {
       db.close();
       throw err;
     }
+
+    this.writer = new StoreWriter({
+      path: opts.path,
+      onDone: (id, failure) => this.onDone(id, failure),
+      onFatal: (message) => this.onFatal(message),
+    });
+    const st = (sql: string, kind?: StatementKind): number => this.writer.statement(sql, kind);
+    this.s = {
+      putSession: st('INSERT OR REPLACE INTO sessions (client_id, expiry_interval, disconnected_at) VALUES (?, ?, ?)'),
+      deleteSessionDeliveries: st('DELETE FROM deliveries WHERE client_id = ? RETURNING message_id', StatementKind.GcSource),
+      deleteSessionSubscriptions: st('DELETE FROM subscriptions WHERE client_id = ?'),
+      deleteSessionQos2: st('DELETE FROM incoming_qos2 WHERE client_id = ?'),
+      deleteSession: st('DELETE FROM sessions WHERE client_id = ?'),
+      putSubscription: st(
+        'INSERT OR REPLACE INTO subscriptions (client_id, filter, qos, no_local, retain_as_published, ' +
+          'retain_handling, subscription_id) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      ),
+      deleteSubscription: st('DELETE FROM subscriptions WHERE client_id = ? AND filter = ?'),
+      putMessage: st(
+        'INSERT OR REPLACE INTO messages (id, topic, payload, qos, retain, properties, sender, received_at, ' +
+          'expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        StatementKind.MessagePut,
+      ),
+      gcMessage: st('DELETE FROM messages WHERE id = ? AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?)', StatementKind.Gc),
+      gcCandidate: st('SELECT 1', StatementKind.GcCandidate),
+      putDelivery: st(
+        'INSERT OR REPLACE INTO deliveries (client_id, seq, message_id, qos, retain, sub_ids, share_key, ' +
+          'state, packet_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
+      deleteDelivery: st('DELETE FROM deliveries WHERE client_id = ? AND seq = ? RETURNING message_id', StatementKind.GcSource),
+      putQos2: st('INSERT OR IGNORE INTO incoming_qos2 (client_id, packet_id) VALUES (?, ?)'),
+      deleteQos2: st('DELETE FROM incoming_qos2 WHERE client_id = ? AND packet_id = ?'),
+      putWill: st(
+        'INSERT OR REPLACE INTO delayed_wills (client_id, topic, payload, qos, retain, properties, due_at) ' +
+          'VALUES (?, ?, ?, ?, ?, ?, ?)',
+      ),
+      deleteWill: st('DELETE FROM delayed_wills WHERE client_id = ?'),
+      putRetained: st(
+        'INSERT OR REPLACE INTO retained (topic, payload, qos, retain, properties, sender, received_at, ' +
+          'expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
+      deleteRetained: st('DELETE FROM retained WHERE topic = ?'),
+    };
+  }
+
+  /** Registers a statement for participants' batches (see CommitParticipant). */
+  statement(sql: string, kind: StatementKind = StatementKind.Plain): number {
+    return this.writer.statement(sql, kind);
+  }
+
+  /** Runs SQL on the writer's connection, in order with the commits (settings such as `PRAGMA query_only`). */
+  execOnWriter(sql: string): void {
+    this.writer.exec(sql);
   }
 
   get pending(): boolean {
-    return this.batch.length > 0 || this.participantsPending();
+    return this.batch.length > 0 || this.retry !== null || this.participantsPending();
   }
 
   private participantsPending(): boolean {
@@ -385,8 +423,10 @@ export class SqliteStateStore implements StateStore {
 
   deleteSession(clientId: string): void {
     // Earlier puts for this client stay in the batch (the delete wipes them); later ones must not
-    // cancel puts from before the delete, so forget them.
+    // cancel puts from before the delete, so forget them. Rows of a new session with this id come
+    // after the delete in the same transaction: none of its seqs can be on disk.
     this.pendingDeliveries.delete(clientId);
+    this.sealedMaxSeq.delete(clientId);
     this.add({ op: Op.DeleteSession, clientId });
   }
 
@@ -399,19 +439,24 @@ export class SqliteStateStore implements StateStore {
   }
 
   putMessage(id: number, msg: StoredMessage): void {
-    if (id > this.maxMessageId) this.maxMessageId = id;
-    this.batchBytes += msg.payload.length + msg.topic.length;
+    this.batchMessages.add(id);
     this.add({ op: Op.PutMessage, id, msg });
   }
 
   putDelivery(clientId: string, d: StoredDelivery): void {
     let perClient = this.pendingDeliveries.get(clientId);
+    let fresh: boolean;
     if (perClient === undefined) {
       perClient = new Map();
       this.pendingDeliveries.set(clientId, perClient);
+    }
+    const earlier = perClient.get(d.seq);
+    if (earlier !== undefined) {
+      const e = this.batch[earlier] as DeliveryEntry;
+      fresh = e.fresh;
+      this.batch[earlier] = null; // replaced by this put (same message)
     } else {
-      const earlier = perClient.get(d.seq);
-      if (earlier !== undefined) this.cancelDelivery(earlier);
+      fresh = d.seq > (this.sealedMaxSeq.get(clientId) ?? 0);
     }
     perClient.set(d.seq, this.batch.length);
     // Copied field by field into the entry: the broker may change its delivery object later.
@@ -426,6 +471,7 @@ export class SqliteStateStore implements StateStore {
       shareKey: d.shareKey,
       state: d.state,
       packetId: d.packetId,
+      fresh,
     });
   }
 
@@ -433,20 +479,17 @@ export class SqliteStateStore implements StateStore {
     const perClient = this.pendingDeliveries.get(clientId);
     const earlier = perClient?.get(seq);
     if (earlier !== undefined) {
-      this.cancelDelivery(earlier);
-      perClient?.delete(seq);
+      const e = this.batch[earlier] as DeliveryEntry;
+      this.batch[earlier] = null;
+      perClient!.delete(seq);
+      if (e.fresh) {
+        // Never handed to the writer: nothing to delete. Its message, if stored earlier for
+        // another delivery, may have lost its last reference.
+        if (!this.batchMessages.has(e.messageId)) this.add({ op: Op.GcCandidate, messageId: e.messageId });
+        return;
+      }
     }
     this.add({ op: Op.DeleteDelivery, clientId, seq });
-  }
-
-  /** Drops a put of a delivery that a later entry of the same batch replaces or deletes. */
-  private cancelDelivery(index: number): void {
-    const entry = this.batch[index];
-    if (entry?.op === Op.PutDelivery) {
-      // Its message may have been put in this batch with no other delivery: let the GC decide.
-      this.gcCandidates.add(entry.messageId);
-      this.batch[index] = null;
-    }
   }
 
   putIncomingQos2(clientId: string, packetId: number): void {
@@ -466,7 +509,6 @@ export class SqliteStateStore implements StateStore {
   }
 
   putRetained(msg: StoredMessage): void {
-    this.batchBytes += msg.payload.length + msg.topic.length;
     this.add({ op: Op.PutRetained, msg });
   }
 
@@ -487,34 +529,58 @@ export class SqliteStateStore implements StateStore {
 
   commit(): Promise<void> {
     if (this.closed) return Promise.reject(new StoreError('io_error', 'the store is closed'));
-    if (!this.pending) return Promise.resolve();
-    if (this.waiting === null) {
-      let resolve!: () => void;
-      let reject!: (e: Error) => void;
-      const promise = new Promise<void>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      this.waiting = { promise, resolve, reject };
-      this.timer =
-        this.commitWindowMs > 0 ? setTimeout(this.onTimer, this.commitWindowMs) : setImmediate(this.onTimer);
+    const dead = this.writer.failure;
+    if (dead !== null) return Promise.reject(new StoreError('io_error', `store writer failed: ${dead}`));
+    if (!this.pending) {
+      // Nothing new, but changes made before this call may be in the batch being committed.
+      const f = this.inFlight;
+      if (f === null) return Promise.resolve();
+      f.waiting ??= deferred();
+      return f.waiting.promise;
+    }
+    this.waiting ??= deferred();
+    if (this.inFlight === null && this.timer === null) {
+      this.timer = this.commitWindowMs > 0 ? setTimeout(this.onTimer, this.commitWindowMs) : setImmediate(this.onTimer);
     }
     return this.waiting.promise;
   }
 
   private readonly onTimer = (): void => {
     this.timer = null;
-    this.settle(this.flush());
-    this.notifyParticipants();
+    if (this.inFlight === null) this.send();
   };
 
-  /**
-   * Tells the participants of the transaction that just succeeded. After settle(), so that work
-   * they add from their callbacks gets a commit of its own.
-   */
-  private notifyParticipants(): void {
-    const list = this.committedParticipants;
-    this.committedParticipants = [];
+  /** Seals the batch (with a failed one's statements first) and hands it to the writer. */
+  private send(): void {
+    const batch = this.seal();
+    const waiting = this.waiting;
+    this.waiting = null;
+    if (batch.empty) {
+      // Only coalesced-away work: durable by definition.
+      this.confirm();
+      waiting?.resolve();
+      return;
+    }
+    const id = this.writer.commit(batch);
+    this.inFlight = { id, batch, waiting };
+  }
+
+  private seal(): WriteBatch {
+    const batch = this.retry ?? new WriteBatch();
+    this.retry = null;
+    this.sealEntries(batch);
+    for (const p of this.participants) {
+      if (!p.hasPending) continue;
+      p.seal(batch);
+      if (!this.unconfirmed.includes(p)) this.unconfirmed.push(p);
+    }
+    return batch;
+  }
+
+  /** Tells the participants that their sealed work is durable. */
+  private confirm(): void {
+    const list = this.unconfirmed;
+    this.unconfirmed = [];
     for (const p of list) {
       try {
         p.committed();
@@ -524,72 +590,69 @@ export class SqliteStateStore implements StateStore {
     }
   }
 
-  /** Settles the waiting commits with the outcome of a flush. */
-  private settle(error: StoreError | null): void {
-    const waiting = this.waiting;
-    this.waiting = null;
-    if (waiting === null) return;
-    if (error === null) waiting.resolve();
-    else waiting.reject(error);
-  }
-
-  /** Applies the batch in one transaction. Returns null on success, the error otherwise (batch kept). */
-  private flush(): StoreError | null {
-    const applying = this.participants.filter((p) => p.hasPending);
-    if (this.batch.length === 0 && applying.length === 0) return null;
-    const rows = this.batch.length;
-    let participantBytes = 0;
-    for (const p of applying) participantBytes += p.pendingBytes ?? 0;
-    this.applying = applying;
-    try {
-      this.tx();
-      // The GC candidates this (now committed) transaction handled; the highest id waits.
-      for (const id of this.gcCandidates) if (id < this.maxMessageId) this.gcCandidates.delete(id);
-    } catch (err) {
-      const fault = classifyStoreError(err);
-      const message = err instanceof Error ? err.message : String(err);
+  private onDone(id: number, failure: WriteFailure | null): void {
+    const f = this.inFlight;
+    if (this.closed || f === null || f.id !== id) return;
+    this.inFlight = null;
+    if (failure === null) {
+      if (this.currentFault !== null) {
+        this.log.info({ fault: this.currentFault }, 'store commits succeed again');
+        this.currentFault = null;
+      }
+      f.waiting?.resolve();
+      // After resolve(): the participants' callbacks run before the promise's.
+      this.confirm();
+    } else {
+      const fault = classifyStoreError(failure);
       if (this.currentFault !== fault) {
-        this.log.error({ fault, err: message, pendingChanges: rows }, 'store commit failed: changes kept for retry');
+        this.log.error({ fault, err: failure.message }, 'store commit failed: changes kept for retry');
       }
       this.currentFault = fault;
-      return new StoreError(fault, `store commit failed (${fault}): ${message}`);
-    } finally {
-      this.applying = [];
+      this.retry = f.batch;
+      f.waiting?.reject(new StoreError(fault, `store commit failed (${fault}): ${failure.message}`));
     }
-    if (this.currentFault !== null) {
-      this.log.info({ fault: this.currentFault, changes: rows }, 'store commits succeed again');
-      this.currentFault = null;
-    }
-    this.walBytes += this.batchBytes + participantBytes + rows * ROW_OVERHEAD_BYTES + COMMIT_OVERHEAD_BYTES;
-    this.batch = [];
-    this.batchBytes = 0;
-    this.pendingDeliveries = new Map();
-    this.committedParticipants = applying;
-    if (this.walBytes >= CHECKPOINT_AFTER_BYTES && this.checkpointTimer === null) {
-      this.checkpointTimer = setImmediate(this.checkpoint);
-    }
-    return null;
+    // What gathered meanwhile goes now: it has waited one commit already.
+    if (this.waiting !== null && this.timer === null) this.send();
   }
 
-  private applyEntries(): void {
-    const s = this.stmt;
-    for (const e of this.batch) {
-      if (e === null) continue;
+  private onFatal(message: string): void {
+    this.log.error({ err: message }, 'store writer failed: nothing more can be stored');
+    this.currentFault = 'io_error';
+    const error = new StoreError('io_error', `store writer failed: ${message}`);
+    this.inFlight?.waiting?.reject(error);
+    this.inFlight = null;
+    this.waiting?.reject(error);
+    this.waiting = null;
+  }
+
+  /** Turns the batch's entries into statements (see the header comment for what is left out). */
+  private sealEntries(out: WriteBatch): void {
+    const entries = this.batch;
+    const s = this.s;
+    // Messages a delivery written in this batch references.
+    const needed = new Set<number>();
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i];
+      if (e?.op === Op.PutDelivery) needed.add(e.messageId);
+    }
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i];
+      if (e === null || e === undefined) continue;
       switch (e.op) {
         case Op.PutSession:
-          s.putSession.run(e.clientId, e.expiryInterval, e.disconnectedAt);
+          out.run(s.putSession, e.clientId, e.expiryInterval, e.disconnectedAt);
           break;
         case Op.DeleteSession:
-          for (const id of s.sessionMessages.all(e.clientId) as number[]) this.gcCandidates.add(id);
-          s.deleteSessionDeliveries.run(e.clientId);
-          s.deleteSessionSubscriptions.run(e.clientId);
-          s.deleteSessionQos2.run(e.clientId);
-          s.deleteWill.run(e.clientId);
-          s.deleteSession.run(e.clientId);
+          out.run(s.deleteSessionDeliveries, e.clientId);
+          out.run(s.deleteSessionSubscriptions, e.clientId);
+          out.run(s.deleteSessionQos2, e.clientId);
+          out.run(s.deleteWill, e.clientId);
+          out.run(s.deleteSession, e.clientId);
           break;
         case Op.PutSubscription: {
           const sub = e.sub;
-          s.putSubscription.run(
+          out.run(
+            s.putSubscription,
             e.clientId,
             sub.filter,
             sub.qos,
@@ -601,11 +664,13 @@ export class SqliteStateStore implements StateStore {
           break;
         }
         case Op.DeleteSubscription:
-          s.deleteSubscription.run(e.clientId, e.filter);
+          out.run(s.deleteSubscription, e.clientId, e.filter);
           break;
         case Op.PutMessage: {
+          if (!needed.has(e.id)) break;
           const m = e.msg;
-          s.putMessage.run(
+          out.run(
+            s.putMessage,
             e.id,
             m.topic,
             m.payload,
@@ -619,7 +684,8 @@ export class SqliteStateStore implements StateStore {
           break;
         }
         case Op.PutDelivery:
-          s.putDelivery.run(
+          out.run(
+            s.putDelivery,
             e.clientId,
             e.seq,
             e.messageId,
@@ -630,37 +696,29 @@ export class SqliteStateStore implements StateStore {
             STATE_CODE[e.state],
             e.packetId,
           );
+          if (e.seq > (this.sealedMaxSeq.get(e.clientId) ?? 0)) this.sealedMaxSeq.set(e.clientId, e.seq);
           break;
-        case Op.DeleteDelivery: {
-          const messageId = s.deleteDelivery.get(e.clientId, e.seq) as number | undefined;
-          if (messageId !== undefined) this.gcCandidates.add(messageId);
+        case Op.DeleteDelivery:
+          out.run(s.deleteDelivery, e.clientId, e.seq);
           break;
-        }
         case Op.PutIncomingQos2:
-          s.putQos2.run(e.clientId, e.packetId);
+          out.run(s.putQos2, e.clientId, e.packetId);
           break;
         case Op.DeleteIncomingQos2:
-          s.deleteQos2.run(e.clientId, e.packetId);
+          out.run(s.deleteQos2, e.clientId, e.packetId);
           break;
         case Op.PutDelayedWill: {
           const w = e.will;
-          s.putWill.run(
-            e.clientId,
-            w.topic,
-            w.payload,
-            w.qos,
-            w.retain ? 1 : 0,
-            encodeProperties(w.properties),
-            e.dueAt,
-          );
+          out.run(s.putWill, e.clientId, w.topic, w.payload, w.qos, w.retain ? 1 : 0, encodeProperties(w.properties), e.dueAt);
           break;
         }
         case Op.DeleteDelayedWill:
-          s.deleteWill.run(e.clientId);
+          out.run(s.deleteWill, e.clientId);
           break;
         case Op.PutRetained: {
           const m = e.msg;
-          s.putRetained.run(
+          out.run(
+            s.putRetained,
             m.topic,
             m.payload,
             m.qos,
@@ -673,29 +731,19 @@ export class SqliteStateStore implements StateStore {
           break;
         }
         case Op.DeleteRetained:
-          s.deleteRetained.run(e.topic);
+          out.run(s.deleteRetained, e.topic);
+          break;
+        case Op.GcCandidate:
+          out.run(s.gcCandidate, e.messageId);
           break;
       }
     }
-    // Garbage-collect messages without deliveries. The highest id stays (it carries lastMessageId)
-    // and is reconsidered once a higher one has been put.
-    for (const id of this.gcCandidates) {
-      if (id < this.maxMessageId) s.gcMessage.run(id, id);
-    }
+    this.batch = [];
+    this.pendingDeliveries = new Map();
+    this.batchMessages = new Set();
   }
 
-  private readonly checkpoint = (): void => {
-    this.checkpointTimer = null;
-    if (this.closed) return;
-    try {
-      this.db.pragma('wal_checkpoint(PASSIVE)');
-      this.walBytes = 0;
-    } catch (err) {
-      this.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'store checkpoint failed');
-    }
-  };
-
-  /** Commits what is pending (synchronously), then closes the database. */
+  /** Commits what is pending (synchronously: waits for the writer), then closes the database. */
   close(): void {
     if (this.closed) return;
     if (this.timer !== null) {
@@ -703,13 +751,23 @@ export class SqliteStateStore implements StateStore {
       clearImmediate(this.timer as NodeJS.Immediate);
       this.timer = null;
     }
-    if (this.checkpointTimer !== null) clearImmediate(this.checkpointTimer);
-    this.checkpointTimer = null;
-    const error = this.flush();
-    if (error !== null) this.log.error({ err: error.message }, 'store closed with uncommitted changes');
-    this.settle(error);
-    this.notifyParticipants();
+    const inFlight = this.inFlight;
+    const last = this.seal();
+    const waiting = this.waiting;
+    this.waiting = null;
+    this.inFlight = null;
     this.closed = true;
+    const failure = this.writer.close(last);
+    if (failure === null) {
+      inFlight?.waiting?.resolve();
+      waiting?.resolve();
+      this.confirm();
+    } else {
+      this.log.error({ err: failure }, 'store closed with uncommitted changes');
+      const error = new StoreError('io_error', `store closed with uncommitted changes: ${failure}`);
+      inFlight?.waiting?.reject(error);
+      waiting?.reject(error);
+    }
     this.db.close();
   }
 }

@@ -62,7 +62,10 @@ export interface StoredState {
   /** Messages referenced by at least one delivery, by id. */
   messages: Map<number, StoredMessage>;
   retained: StoredMessage[];
-  /** The highest message id ever stored (ids are never reused). */
+  /**
+   * At least the highest id of any stored message: the broker gives out ids above it. (An id given
+   * out but never written, because its deliveries were acknowledged first, may be given out again.)
+   */
   lastMessageId: number;
 }
 

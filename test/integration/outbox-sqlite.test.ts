@@ -221,38 +221,38 @@ describe('SQLite outbox on disk', () => {
       const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
       o.append(rec('event', 'e', 'first'));
       await state.commit();
-      state.db.pragma('query_only = ON');
+      state.execOnWriter('PRAGMA query_only = ON');
       state.putSession('ro', 60, 0);
       o.append(rec('event', 'e', 'second'));
       o.remove(1);
       await state.commit().catch(() => {});
       expect(state.fault).to.equal('read_only');
       expect(o.next('event', 0, 10)).to.deep.equal([]); // 1 is removed (pending), 2 not committed
-      state.db.pragma('query_only = OFF');
+      state.execOnWriter('PRAGMA query_only = OFF');
       await state.commit();
       expect(o.next('event', 0, 10).map((r) => r.seq)).to.deep.equal([2]);
       expect(state.load().sessions.map((s) => s.clientId)).to.deep.equal(['ro']);
       expect(state.db.prepare('SELECT seq FROM outbox').pluck().all()).to.deep.equal([2]);
     });
 
-    it('a participant that throws in apply: the whole transaction is rolled back and retried', async () => {
+    it('a participant whose statement fails: the whole transaction is rolled back and retried', async () => {
       const { state } = openStore();
-      let fail = true;
-      let applied = 0;
+      let sealed = 0;
       let committed = 0;
+      const insert = state.statement('INSERT INTO outbox_meta (id, last_seq) VALUES (2, 7)');
       const p: CommitParticipant = {
         get hasPending() {
-          return committed === 0;
+          return sealed === 0;
         },
-        apply() {
-          applied++;
-          state.db.prepare('INSERT INTO outbox_meta (id, last_seq) VALUES (2, 7)').run();
-          if (fail) throw new Error('participant failed');
+        seal(batch) {
+          sealed++;
+          batch.run(insert);
         },
         committed() {
           committed++;
         },
       };
+      state.db.exec("CREATE TRIGGER fail_meta BEFORE INSERT ON outbox_meta BEGIN SELECT RAISE(ABORT, 'injected'); END");
       const detach = state.attachParticipant(p);
       state.putSession('s', 60, 0);
       await state.commit().catch(() => {});
@@ -260,9 +260,10 @@ describe('SQLite outbox on disk', () => {
       expect(committed).to.equal(0);
       expect(state.db.prepare('SELECT count(*) FROM sessions').pluck().get()).to.equal(0);
       expect(state.db.prepare('SELECT count(*) FROM outbox_meta').pluck().get()).to.equal(1);
-      fail = false;
+      state.db.exec('DROP TRIGGER fail_meta');
       await state.commit();
-      expect([applied, committed]).to.deep.equal([2, 1]);
+      // Sealed once; the failed statements were sent again with the retry.
+      expect([sealed, committed]).to.deep.equal([1, 1]);
       expect(state.db.prepare('SELECT count(*) FROM sessions').pluck().get()).to.equal(1);
       expect(state.db.prepare('SELECT count(*) FROM outbox_meta').pluck().get()).to.equal(2);
       detach();
@@ -281,7 +282,7 @@ describe('SQLite outbox on disk', () => {
 });
 
 describe('MemoryStateStore participants', () => {
-  it('applies and commits a participant at commit(); a throwing apply rejects and keeps the work', async () => {
+  it('seals and commits a participant at commit(); a throwing seal rejects and keeps the work', async () => {
     const host = new MemoryStateStore();
     const store = new MemoryOutboxStore({ host });
     const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
@@ -297,7 +298,7 @@ describe('MemoryStateStore participants', () => {
       get hasPending() {
         return done === 0;
       },
-      apply() {
+      seal() {
         if (fail) throw new Error('boom');
       },
       committed() {
