@@ -18,6 +18,12 @@
 //   locally, retained, on convoy/uplink/state.
 // - A broken or hostile HQ (protocol errors, refused CONNACK, wrong SUBACK, a downlink flood) is
 //   logged and the connection restarted with backoff. No handler ever throws.
+// - Uplink PUBLISH at QoS 0 and 1 bypasses MQTT.js: the forwarder's records are encoded with our
+//   own codec straight into one buffer per event-loop turn and written to MQTT.js's socket in one
+//   call, and their PUBACKs are matched here. MQTT.js still owns the connection (CONNECT,
+//   SUBSCRIBE, keepalive, the downlink, QoS 2) and hands out packet ids from the same PacketIds
+//   allocator, so ids never collide. Why: MQTT.js spends about 10 µs of CPU per publish (option
+//   cloning, its outgoing store, a write per packet part), more than the rest of the uplink.
 import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type IClientPublishOptions, type IConnackPacket, type IPublishPacket, type MqttClient } from 'mqtt';
 import type { Logger } from '../diagnostics/log.js';
@@ -27,6 +33,57 @@ import type { UplinkConfig } from '../config/schema.js';
 import { Backoff } from './backoff.js';
 import { expandGateway } from './routes.js';
 import type { ForwarderLink } from './forwarder.js';
+import { writePublish, type PublishSource } from '../mqtt/codec/encode.js';
+import { OutBuffer } from '../mqtt/codec/out-buffer.js';
+
+/**
+ * Packet ids of one connection, shared by MQTT.js (as its messageIdProvider) and our own uplink
+ * publishes: an id in use by either is never handed out again until released.
+ */
+export class PacketIds {
+  private readonly used = new Set<number>();
+  private next = 1;
+  private last: number | null = null;
+
+  allocate(): number | null {
+    if (this.used.size >= 65535) return null;
+    for (;;) {
+      const id = this.next;
+      this.next = id === 65535 ? 1 : id + 1;
+      if (!this.used.has(id)) {
+        this.used.add(id);
+        this.last = id;
+        return id;
+      }
+    }
+  }
+
+  getLastAllocated(): number | null {
+    return this.last;
+  }
+
+  register(id: number): boolean {
+    if (this.used.has(id)) return false;
+    this.used.add(id);
+    return true;
+  }
+
+  deallocate(id: number): void {
+    this.used.delete(id);
+  }
+
+  clear(): void {
+    this.used.clear();
+  }
+}
+
+/** An uplink PUBLISH refused by HQ (PUBACK reason code >= 0x80). */
+class PublishRefused extends Error {
+  constructor(readonly code: number) {
+    super(`HQ refused the PUBLISH (reason code 0x${code.toString(16)})`);
+    this.name = 'PublishRefused';
+  }
+}
 
 type ClientOptions = IClientOptions;
 type MqttPublishProperties = NonNullable<IClientPublishOptions['properties']>;
@@ -160,6 +217,13 @@ export class Link implements ForwarderLink {
   private readonly listeners: Listeners = { up: [], down: [], message: [] };
 
   private client: MqttClient | null = null;
+  /** Packet ids of the current client (see PacketIds). */
+  private ids = new PacketIds();
+  /** Our QoS 1 uplink publishes awaiting PUBACK, by packet id. */
+  private pendingAcks = new Map<number, (err: Error | null) => void>();
+  /** Encoded uplink publishes not yet written (one write per event-loop turn). */
+  private readonly outgoing = new OutBuffer();
+  private flushQueued = false;
   /** Shared by every connection: QoS 2 downlink de-duplication across reconnects within a session. */
   private incomingStore = new mqtt.Store();
   private st: LinkStatus;
@@ -255,15 +319,67 @@ export class Link implements ForwarderLink {
   publish(topic: string, payload: Buffer, qos: QoS, properties: Properties | undefined, done: (err: Error | null) => void): void {
     const client = this.client;
     if (!client || this.st.state !== 'up') return;
+    if (qos !== 2) {
+      this.publishDirect(client, topic, payload, qos, properties, done);
+      return;
+    }
     const props = this.version === 5 ? toMqttJsProperties(properties) : undefined;
     client.publish(topic, payload, props ? { qos, retain: false, properties: props } : { qos, retain: false }, (err) => {
       done(err ?? null);
     });
   }
 
+  /** QoS 0/1 with our own encoder (see the header comment). */
+  private publishDirect(
+    client: MqttClient, topic: string, payload: Buffer, qos: 0 | 1, properties: Properties | undefined, done: (err: Error | null) => void,
+  ): void {
+    let id = 0;
+    if (qos === 1) {
+      const got = this.ids.allocate();
+      if (got === null) {
+        done(new Error('no free packet id'));
+        return;
+      }
+      id = got;
+      this.pendingAcks.set(id, done);
+    }
+    const src: PublishSource = {
+      topic, topicLength: Buffer.byteLength(topic), topicBuf: null, topicOffset: 0,
+      payloadBuf: payload, payloadStart: 0, payloadEnd: payload.length,
+    };
+    writePublish(this.outgoing, this.version, src, qos, false, false, id, this.version === 5 ? properties : undefined);
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(() => this.flushOutgoing(client));
+    }
+    if (qos === 0) done(null);
+  }
+
+  private flushOutgoing(client: MqttClient): void {
+    this.flushQueued = false;
+    const chunks = this.outgoing.take();
+    if (chunks.length === 0 || this.client !== client) return;
+    const stream = client.stream as { write(b: Buffer): boolean; destroyed?: boolean } | undefined;
+    if (!stream || stream.destroyed) return;
+    stream.write(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+  }
+
+  /** A PUBACK for one of our direct publishes. False when the id is not ours. */
+  private directAck(packet: { messageId?: number; reasonCode?: number }): boolean {
+    const id = packet.messageId;
+    if (id === undefined) return false;
+    const done = this.pendingAcks.get(id);
+    if (done === undefined) return false;
+    this.pendingAcks.delete(id);
+    this.ids.deallocate(id);
+    const rc = packet.reasonCode ?? 0;
+    done(rc >= 0x80 ? new PublishRefused(rc) : null);
+    return true;
+  }
+
   bufferedBytes(): number {
     const s = this.client?.stream as { writableLength?: number } | undefined;
-    return s?.writableLength ?? 0;
+    return (s?.writableLength ?? 0) + this.outgoing.length;
   }
 
   // --- the connection loop --------------------------------------------------------------------
@@ -376,7 +492,12 @@ export class Link implements ForwarderLink {
     this.roundTried++;
     let client: MqttClient;
     try {
-      client = mqtt.connect(this.clientOptions(endpoint));
+      // A fresh connection: ids and acks of the last one mean nothing any more (the forwarder
+      // sends its in-flight records again).
+      this.ids = new PacketIds();
+      this.pendingAcks = new Map();
+      this.outgoing.take();
+      client = mqtt.connect({ ...this.clientOptions(endpoint), messageIdProvider: this.ids });
     } catch (err) {
       // Bad TLS files, an invalid option: counts as a failed attempt.
       this.failed(null, errorText(err));
@@ -400,6 +521,7 @@ export class Link implements ForwarderLink {
       if (!current()) return;
       this.lastRx = Date.now();
       if (packet.cmd === 'publish') this.countDownlink(client);
+      else if (packet.cmd === 'puback' && this.directAck(packet)) return;
       else if (ACK_CMDS.has(packet.cmd)) {
         // MQTT.js ignores an ack for a packet id it never sent: for us that is a broken HQ.
         const id = (packet as { messageId?: number }).messageId;

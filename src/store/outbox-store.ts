@@ -8,11 +8,13 @@
 // - MemoryOutboxStore: the same on a MemoryStateStore (or on its own), for a gateway without a
 //   data directory.
 //
-// Committed versus pending: readCommitted and newestPerTopic return only committed rows (minus
-// pending deletes), so the forwarder never sends a record that a crash could still take back — a
-// seq that reached HQ is never given to another message. oldest, expired, delete and totals see
-// pending appends too (the budget counts what was accepted). onCommitted listeners are told after
-// each commit that made appends durable.
+// Pending, sealed, committed: pending work is what no commit has taken yet; sealed work is in a
+// commit the writer thread is running (or in a failed one that will be retried); committed work
+// is durable. readCommitted and newestPerTopic return only committed rows (minus rows deleted but
+// not committed yet), so the forwarder never sends a record that a crash could still take back —
+// a seq that reached HQ is never given to another message. oldest, expired, delete and totals see
+// pending and sealed appends too (the budget counts what was accepted). onCommitted listeners are
+// told after each commit that made appends durable.
 //
 // The seq high-water mark: max(seq) of the table covers committed appends; a transaction that
 // deletes rows also writes the highest seq appended so far to outbox_meta, so an outbox emptied by
@@ -28,6 +30,7 @@ import {
   encodeProperties,
   type CommitParticipant,
   type SqliteStateStore,
+  type WriteBatch,
 } from './sqlite-state-store.js';
 import type { StoreFault } from './state-store.js';
 
@@ -102,11 +105,13 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
   protected readonly pendingAppends = new Map<number, OutboxRow>();
   /** Committed rows deleted, not committed yet. */
   protected readonly pendingDeletes = new Set<number>();
+  /** Appends and deletes in a commit that has not been confirmed yet. */
+  protected readonly sealedAppends = new Map<number, OutboxRow>();
+  protected readonly sealedDeletes = new Set<number>();
   protected last = 0;
   protected committedMax = 0;
-  /** No pending append expires before this. */
+  /** No pending or sealed append expires before this. */
   protected pendingMinExpiry = Infinity;
-  private pendingBytesValue = 0;
   private readonly listeners = new Set<(seq: number) => void>();
   private retryTimer: NodeJS.Timeout | null = null;
 
@@ -124,8 +129,9 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
     return this.pendingAppends.size > 0 || this.pendingDeletes.size > 0;
   }
 
-  get pendingBytes(): number {
-    return this.pendingBytesValue;
+  /** Deleted, but the delete is not committed yet. */
+  protected deleting(seq: number): boolean {
+    return this.pendingDeletes.has(seq) || this.sealedDeletes.has(seq);
   }
 
   append(row: OutboxRow): void {
@@ -135,7 +141,6 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
     const t = this.counts[row.cls];
     t.count++;
     t.bytes += row.size;
-    this.pendingBytesValue += row.size;
     if (row.expiresAt > 0 && row.expiresAt < this.pendingMinExpiry) this.pendingMinExpiry = row.expiresAt;
     this.requestCommit();
   }
@@ -147,11 +152,11 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
       this.pendingAppends.delete(seq);
       found = ref(pending);
     } else {
-      if (this.pendingDeletes.has(seq)) return null;
-      found = this.lookupCommitted(seq);
+      if (this.deleting(seq)) return null;
+      const sealed = this.sealedAppends.get(seq);
+      found = sealed !== undefined ? ref(sealed) : this.lookupCommitted(seq);
       if (found === null) return null;
       this.pendingDeletes.add(seq);
-      this.pendingBytesValue += 32;
       this.requestCommit();
     }
     const t = this.counts[found.cls];
@@ -174,11 +179,14 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
   oldest(cls: OutboxClass, limit: number): OutboxRowRef[] {
     if (limit <= 0) return [];
     const out = this.oldestCommitted(cls, limit);
-    if (out.length < limit) {
-      for (const row of this.pendingAppends.values()) {
-        if (row.cls !== cls) continue;
+    // Sealed rows the writer has committed already may be in `out`: seqs only grow, so skip up to its last.
+    let after = out.length > 0 ? out[out.length - 1]!.seq : 0;
+    for (const rows of [this.sealedAppends, this.pendingAppends]) {
+      for (const row of rows.values()) {
+        if (out.length >= limit) return out;
+        if (row.cls !== cls || row.seq <= after || this.deleting(row.seq)) continue;
         out.push(ref(row));
-        if (out.length >= limit) break;
+        after = row.seq;
       }
     }
     return out;
@@ -188,8 +196,13 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
     if (limit <= 0) return [];
     const found = this.expiredCommitted(now, limit);
     if (now >= this.pendingMinExpiry) {
-      for (const row of this.pendingAppends.values()) {
-        if (row.expiresAt > 0 && row.expiresAt <= now) found.push({ ...ref(row), expiresAt: row.expiresAt });
+      const seen = new Set(found.map((r) => r.seq));
+      for (const rows of [this.sealedAppends, this.pendingAppends]) {
+        for (const row of rows.values()) {
+          if (row.expiresAt > 0 && row.expiresAt <= now && !seen.has(row.seq) && !this.deleting(row.seq)) {
+            found.push({ ...ref(row), expiresAt: row.expiresAt });
+          }
+        }
       }
     }
     found.sort((a, b) => a.expiresAt - b.expiresAt || a.seq - b.seq);
@@ -198,22 +211,33 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
 
   // ---- the participant ----
 
-  abstract apply(): void;
-
-  committed(): void {
-    const appended = this.pendingAppends.size > 0;
-    this.afterCommit();
+  seal(batch: WriteBatch): void {
+    this.write(batch);
+    for (const [seq, row] of this.pendingAppends) this.sealedAppends.set(seq, row);
+    for (const seq of this.pendingDeletes) this.sealedDeletes.add(seq);
     this.pendingAppends.clear();
     this.pendingDeletes.clear();
-    this.pendingBytesValue = 0;
-    this.pendingMinExpiry = Infinity;
-    if (appended) {
-      this.committedMax = this.last;
+  }
+
+  committed(): void {
+    let appended = 0;
+    for (const seq of this.sealedAppends.keys()) if (seq > appended) appended = seq;
+    this.afterCommit();
+    this.sealedAppends.clear();
+    this.sealedDeletes.clear();
+    let min = Infinity;
+    for (const row of this.pendingAppends.values()) if (row.expiresAt > 0 && row.expiresAt < min) min = row.expiresAt;
+    this.pendingMinExpiry = min;
+    if (appended > this.committedMax) {
+      this.committedMax = appended;
       for (const cb of [...this.listeners]) cb(this.committedMax);
     }
   }
 
-  /** Moves the (just committed) pending work into the committed view, where the store keeps one. */
+  /** Adds the statements of the pending work to a commit (SQLite) or nothing (memory). */
+  protected abstract write(batch: WriteBatch): void;
+
+  /** Moves the (just committed) sealed work into the committed view, where the store keeps one. */
   protected abstract afterCommit(): void;
 
   protected abstract lookupCommitted(seq: number): OutboxRowRef | null;
@@ -268,10 +292,14 @@ function rowFromSql(r: SqlRow): OutboxRow {
   return row;
 }
 
+/** Entries of SqliteOutboxStore.handedOut (a few in-flight windows). */
+const HANDED_OUT_MAX = 8192;
+
 const COLUMNS = 'seq, cls, local_topic, topic, payload, qos, properties, created_at, expires_at, size';
 
 export class SqliteOutboxStore extends OutboxStoreBase {
   private readonly stmt;
+  private readonly write_;
   private readonly pageSize: number;
   private commitRequested = false;
   /** See oldestCommitted and expiredCommitted. */
@@ -279,14 +307,21 @@ export class SqliteOutboxStore extends OutboxStoreBase {
   private expiredSkip = { expiresAt: 0, seq: 0 };
   /** No committed row expires before this (a lower bound). */
   private nextExpiry = 0;
+  /**
+   * Class and size of committed rows recently handed out (readCommitted, newestPerTopic): deleting
+   * one once HQ has acknowledged it then needs no lookup. Bounded; a miss falls back to the table.
+   */
+  private readonly handedOut = new Map<number, OutboxRowRef>();
 
   constructor(private readonly state: SqliteStateStore) {
     super(state);
     const db = state.db;
+    this.write_ = {
+      insert: state.statement(`INSERT OR REPLACE INTO outbox (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      delete: state.statement('DELETE FROM outbox WHERE seq = ?'),
+      setLastSeq: state.statement('UPDATE outbox_meta SET last_seq = max(last_seq, ?) WHERE id = 1'),
+    };
     this.stmt = {
-      insert: db.prepare(`INSERT OR REPLACE INTO outbox (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-      delete: db.prepare('DELETE FROM outbox WHERE seq = ?'),
-      setLastSeq: db.prepare('UPDATE outbox_meta SET last_seq = max(last_seq, ?) WHERE id = 1'),
       lookup: db.prepare('SELECT cls, size FROM outbox WHERE seq = ?'),
       after: db.prepare(`SELECT ${COLUMNS} FROM outbox WHERE cls = ? AND seq > ? ORDER BY seq LIMIT ?`),
       bySeq: db.prepare(`SELECT ${COLUMNS} FROM outbox WHERE seq = ?`),
@@ -331,10 +366,13 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     state.attachParticipant(this);
   }
 
-  apply(): void {
-    const s = this.stmt;
+  protected write(batch: WriteBatch): void {
+    // Work added from now on needs a commit of its own.
+    this.commitRequested = false;
+    const s = this.write_;
     for (const r of this.pendingAppends.values()) {
-      s.insert.run(
+      batch.run(
+        s.insert,
         r.seq,
         CLASS_CODE[r.cls],
         r.localTopic,
@@ -348,8 +386,8 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       );
     }
     if (this.pendingDeletes.size > 0) {
-      for (const seq of this.pendingDeletes) s.delete.run(seq);
-      s.setLastSeq.run(this.last);
+      for (const seq of this.pendingDeletes) batch.run(s.delete, seq);
+      batch.run(s.setLastSeq, this.last);
     }
   }
 
@@ -366,12 +404,29 @@ export class SqliteOutboxStore extends OutboxStoreBase {
 
   protected override afterCommit(): void {
     // The table is the committed view.
-    this.commitRequested = false;
     this.expiredSkip = { expiresAt: 0, seq: 0 };
     if (this.pendingMinExpiry < this.nextExpiry) this.nextExpiry = this.pendingMinExpiry;
   }
 
+  private handOut(r: SqlRow): OutboxRow {
+    const row = rowFromSql(r);
+    const cache = this.handedOut;
+    cache.set(row.seq, { seq: row.seq, cls: row.cls, size: row.size });
+    if (cache.size > HANDED_OUT_MAX) {
+      for (const seq of cache.keys()) {
+        cache.delete(seq);
+        if (cache.size <= HANDED_OUT_MAX / 2) break;
+      }
+    }
+    return row;
+  }
+
   protected lookupCommitted(seq: number): OutboxRowRef | null {
+    const known = this.handedOut.get(seq);
+    if (known !== undefined) {
+      this.handedOut.delete(seq);
+      return known;
+    }
     const r = this.stmt.lookup.get(seq) as { cls: number; size: number } | undefined;
     return r === undefined ? null : { seq, cls: classOf(r.cls), size: r.size };
   }
@@ -382,7 +437,11 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     while (out.length < limit) {
       const want = limit - out.length;
       const rows = this.stmt.after.all(CLASS_CODE[cls], after, want) as SqlRow[];
-      for (const r of rows) if (!this.pendingDeletes.has(r.seq)) out.push(rowFromSql(r));
+      for (const r of rows) {
+        // Committed by the writer but not confirmed yet: next time.
+        if (r.seq > this.committedMax) return out;
+        if (!this.deleting(r.seq)) out.push(this.handOut(r));
+      }
       const lastRow = rows[rows.length - 1];
       if (rows.length < want || lastRow === undefined) break;
       after = lastRow.seq;
@@ -397,11 +456,11 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     const out: OutboxRow[] = [];
     for (const n of newest) {
       let row = this.stmt.bySeq.get(n.seq) as SqlRow | undefined;
-      while (row !== undefined && this.pendingDeletes.has(row.seq)) {
+      while (row !== undefined && (this.deleting(row.seq) || row.seq > this.committedMax)) {
         row = this.stmt.olderInTopic.get(code, n.topic, row.seq) as SqlRow | undefined;
       }
       if (row === undefined) continue;
-      out.push(rowFromSql(row));
+      out.push(this.handOut(row));
       if (out.length >= limit) break;
     }
     return out.sort((a, b) => a.seq - b.seq);
@@ -420,7 +479,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       const want = limit - out.length + 1;
       const rows = this.stmt.oldest.all(CLASS_CODE[cls], after, want) as { seq: number; size: number }[];
       for (const r of rows) {
-        if (this.pendingDeletes.has(r.seq)) {
+        if (this.deleting(r.seq)) {
           if (atHead) this.headSkip[cls] = r.seq;
           continue;
         }
@@ -450,7 +509,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
         expires_at: number;
       }[];
       for (const r of rows) {
-        if (this.pendingDeletes.has(r.seq)) {
+        if (this.deleting(r.seq)) {
           if (atHead) this.expiredSkip = { expiresAt: r.expires_at, seq: r.seq };
           continue;
         }
@@ -528,18 +587,18 @@ export class MemoryOutboxStore extends OutboxStoreBase {
     return this.byClass.get(cls)!;
   }
 
-  apply(): void {
-    // Nothing to write: afterCommit moves the pending work into the committed view.
+  protected write(): void {
+    // Nothing to write: afterCommit moves the sealed work into the committed view.
   }
 
   protected afterCommit(): void {
-    for (const seq of this.pendingDeletes) {
+    for (const seq of this.sealedDeletes) {
       const cls = this.classOfSeq.get(seq);
       if (cls === undefined) continue;
       this.classOfSeq.delete(seq);
       this.rowsOf(cls).remove(seq);
     }
-    for (const row of this.pendingAppends.values()) {
+    for (const row of this.sealedAppends.values()) {
       const c = this.rowsOf(row.cls);
       c.rows.push(row);
       c.live.set(row.seq, row);
@@ -570,7 +629,7 @@ export class MemoryOutboxStore extends OutboxStoreBase {
     const out: OutboxRow[] = [];
     for (let i = c.firstAfter(afterSeq); i < c.rows.length && out.length < limit; i++) {
       const row = c.rows[i]!;
-      if (c.live.has(row.seq) && !this.pendingDeletes.has(row.seq)) out.push(copyRow(row));
+      if (c.live.has(row.seq) && !this.deleting(row.seq)) out.push(copyRow(row));
     }
     return out;
   }
@@ -581,7 +640,7 @@ export class MemoryOutboxStore extends OutboxStoreBase {
     const out: OutboxRow[] = [];
     for (let i = c.rows.length - 1; i >= 0 && out.length < limit; i--) {
       const row = c.rows[i]!;
-      if (!c.live.has(row.seq) || this.pendingDeletes.has(row.seq) || seen.has(row.localTopic)) continue;
+      if (!c.live.has(row.seq) || this.deleting(row.seq) || seen.has(row.localTopic)) continue;
       seen.add(row.localTopic);
       out.push(copyRow(row));
     }
@@ -592,7 +651,7 @@ export class MemoryOutboxStore extends OutboxStoreBase {
     const out: OutboxRowRef[] = [];
     for (const row of this.rowsOf(cls).live.values()) {
       if (out.length >= limit) break;
-      if (!this.pendingDeletes.has(row.seq)) out.push(ref(row));
+      if (!this.deleting(row.seq)) out.push(ref(row));
     }
     return out;
   }
@@ -604,7 +663,7 @@ export class MemoryOutboxStore extends OutboxStoreBase {
     let next = Infinity;
     for (const c of this.byClass.values()) {
       for (const row of c.live.values()) {
-        if (row.expiresAt <= 0 || this.pendingDeletes.has(row.seq)) continue;
+        if (row.expiresAt <= 0 || this.deleting(row.seq)) continue;
         if (row.expiresAt <= now) found.push({ ...ref(row), expiresAt: row.expiresAt });
         else if (row.expiresAt < next) next = row.expiresAt;
       }
