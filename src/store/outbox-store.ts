@@ -292,6 +292,8 @@ function rowFromSql(r: SqlRow): OutboxRow {
   return row;
 }
 
+/** Bytes of committed rows SqliteOutboxStore keeps in memory (its tail). */
+const TAIL_MAX_BYTES = 4 * 1024 * 1024;
 /** Entries of SqliteOutboxStore.handedOut (a few in-flight windows). */
 const HANDED_OUT_MAX = 8192;
 
@@ -312,8 +314,20 @@ export class SqliteOutboxStore extends OutboxStoreBase {
    * one once HQ has acknowledged it then needs no lookup. Bounded; a miss falls back to the table.
    */
   private readonly handedOut = new Map<number, OutboxRowRef>();
+  /**
+   * The newest committed rows, kept in memory after their commit: per class, every live committed
+   * row with seq > tailFrom[cls] is in tail[cls]. A read whose cursor is past tailFrom (the usual
+   * case while the link is up: rows are read soon after they commit) needs no SQL. Bounded by
+   * TAIL_MAX_BYTES: beyond it the oldest rows leave the tail and tailFrom moves up.
+   */
+  private readonly tail: Record<OutboxClass, ClassRows> = { alarm: new ClassRows(), event: new ClassRows(), telemetry: new ClassRows(), bulk: new ClassRows() };
+  private readonly tailFrom: Record<OutboxClass, number> = { alarm: 0, event: 0, telemetry: 0, bulk: 0 };
+  private tailBytes = 0;
 
-  constructor(private readonly state: SqliteStateStore) {
+  constructor(
+    private readonly state: SqliteStateStore,
+    private readonly tailMaxBytes = TAIL_MAX_BYTES,
+  ) {
     super(state);
     const db = state.db;
     this.write_ = {
@@ -363,6 +377,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     const meta = (db.prepare('SELECT last_seq FROM outbox_meta WHERE id = 1').pluck().get() as number | undefined) ?? 0;
     this.last = Math.max(maxRow, meta);
     this.committedMax = this.last;
+    for (const cls of OUTBOX_CLASSES) this.tailFrom[cls] = this.last;
     state.attachParticipant(this);
   }
 
@@ -403,9 +418,40 @@ export class SqliteOutboxStore extends OutboxStoreBase {
   }
 
   protected override afterCommit(): void {
-    // The table is the committed view.
+    // The table is the committed view; the tail mirrors its newest rows.
     this.expiredSkip = { expiresAt: 0, seq: 0 };
     if (this.pendingMinExpiry < this.nextExpiry) this.nextExpiry = this.pendingMinExpiry;
+    for (const seq of this.sealedDeletes) {
+      for (const cls of OUTBOX_CLASSES) {
+        const row = this.tail[cls].live.get(seq);
+        if (row === undefined) continue;
+        this.tail[cls].remove(seq);
+        this.tailBytes -= row.size;
+        break;
+      }
+    }
+    for (const row of this.sealedAppends.values()) {
+      if (this.sealedDeletes.has(row.seq)) continue;
+      const t = this.tail[row.cls];
+      t.rows.push(row);
+      t.live.set(row.seq, row);
+      this.tailBytes += row.size;
+    }
+    while (this.tailBytes > this.tailMaxBytes) this.shrinkTail();
+  }
+
+  /** Drops the oldest rows of the largest class from the tail (they stay in the table). */
+  private shrinkTail(): void {
+    let cls: OutboxClass = 'bulk';
+    for (const c of OUTBOX_CLASSES) if (this.tail[c].live.size > this.tail[cls].live.size) cls = c;
+    const t = this.tail[cls];
+    const drop = Math.max(1, Math.ceil(t.rows.length / 4));
+    for (let i = 0; i < drop && i < t.rows.length; i++) {
+      const row = t.rows[i]!;
+      if (t.live.delete(row.seq)) this.tailBytes -= row.size;
+      if (row.seq > this.tailFrom[cls]) this.tailFrom[cls] = row.seq;
+    }
+    t.rows = t.rows.slice(drop);
   }
 
   private handOut(r: SqlRow): OutboxRow {
@@ -427,12 +473,25 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       this.handedOut.delete(seq);
       return known;
     }
+    for (const cls of OUTBOX_CLASSES) {
+      const row = this.tail[cls].live.get(seq);
+      if (row !== undefined) return ref(row);
+    }
     const r = this.stmt.lookup.get(seq) as { cls: number; size: number } | undefined;
     return r === undefined ? null : { seq, cls: classOf(r.cls), size: r.size };
   }
 
   readCommitted(cls: OutboxClass, afterSeq: number, limit: number): OutboxRow[] {
     const out: OutboxRow[] = [];
+    if (afterSeq >= this.tailFrom[cls]) {
+      // Everything after the cursor is in the tail.
+      const t = this.tail[cls];
+      for (let i = t.firstAfter(afterSeq); i < t.rows.length && out.length < limit; i++) {
+        const row = t.rows[i]!;
+        if (t.live.has(row.seq) && !this.deleting(row.seq)) out.push(row);
+      }
+      return out;
+    }
     let after = afterSeq;
     while (out.length < limit) {
       const want = limit - out.length;

@@ -78,6 +78,36 @@ describe('SQLite outbox on disk', () => {
     expect(o2.append(rec('event', 'x', 'after'))?.seq).to.equal(41);
   });
 
+  it('reads the newest rows from memory and older ones from the table, each live row once and in order', async () => {
+    const state = new SqliteStateStore({ path: file, log: quiet });
+    open.push(state);
+    // A tail of about 10 rows of ~120 B: most of what follows leaves it again.
+    const store = new SqliteOutboxStore(state, 1200);
+    const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+    const seqs: number[] = [];
+    for (let batch = 0; batch < 5; batch++) {
+      for (let i = 0; i < 12; i++) seqs.push(o.append(rec('event', 't', `b${batch}-${i}`))!.seq);
+      await state.commit();
+    }
+    // Acknowledged ones go, from the tail (newest) and from the table (oldest).
+    const removed = new Set([1, 2, 30, 59, 60]);
+    for (const seq of removed) o.remove(seq);
+    await state.commit();
+    const live = seqs.filter((q) => !removed.has(q));
+    // Read as the forwarder does: in steps, each after the last seq it got.
+    const got: number[] = [];
+    let after = 0;
+    for (;;) {
+      const page = o.next('event', after, 7).map((r) => r.seq);
+      if (page.length === 0) break;
+      got.push(...page);
+      after = page[page.length - 1]!;
+    }
+    expect(got).to.deep.equal(live);
+    // What the table holds agrees (the tail is only a copy).
+    expect(state.db.prepare('SELECT seq FROM outbox ORDER BY seq').pluck().all()).to.deep.equal(live);
+  });
+
   it('an outbox emptied by acknowledgements does not restart its numbering', async () => {
     const { state, store } = openStore();
     const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
