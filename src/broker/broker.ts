@@ -476,7 +476,10 @@ export class Broker {
         return;
       }
       if (acl && !acl.canReceive(who!, topic)) return;
-      session.deliver(msg, msg.qos < sub.qos ? msg.qos : sub.qos, true, subIds);
+      // A retained message outlives any one delivery: each durable delivery gets a copy with its
+      // own store id, written with it (the store writes a message only in the batch it was put).
+      const copy = session.journal && msg.qos > 0 && sub.qos > 0 ? { ...msg, storeId: 0 } : msg;
+      session.deliver(copy, msg.qos < sub.qos ? msg.qos : sub.qos, true, subIds);
     });
   }
 

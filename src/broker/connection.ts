@@ -53,8 +53,8 @@ export class Connection implements FrameSink, SessionLink {
   private readonly heldAcks: number[] = [];
   private readonly heldReasons: number[] = [];
   private readonly heldBatches: number[] = [];
-  /** Encoded packets held in the same queue (SUBACK, UNSUBACK), marked -1 in heldAcks. */
-  private readonly heldPackets: Buffer[] = [];
+  /** Encoded packets held in the same queue (SUBACK, UNSUBACK), marked -1 in heldAcks, with what follows each. */
+  private readonly heldPackets: Array<{ packet: Buffer; then: (() => void) | undefined }> = [];
   /** In the broker's list of connections with bytes to write. */
   dirty = false;
   readonly out = new OutBuffer();
@@ -298,17 +298,19 @@ export class Connection implements FrameSink, SessionLink {
    * An encoded SUBACK or UNSUBACK: held like ack() while a commit is pending, so a client that got
    * its SUBACK finds the (persistent) subscription after a crash.
    */
-  ackEncoded(packet: Buffer): void {
+  ackEncoded(packet: Buffer, then?: () => void): void {
+    // `then` runs right after the packet is queued for sending (SUBSCRIBE's retained messages).
     const journal = this.broker.journal;
     if (journal && (journal.wrote || this.heldAcks.length > 0)) {
       this.heldAcks.push(-1);
       this.heldReasons.push(0);
       this.heldBatches.push(this.broker.holdAck(this));
-      this.heldPackets.push(packet);
+      this.heldPackets.push({ packet, then });
       return;
     }
     this.out.appendRef(packet);
     this.touch();
+    then?.();
   }
 
   /** The commit of `batch` succeeded: send every ack held for it or earlier. */
@@ -337,7 +339,9 @@ export class Connection implements FrameSink, SessionLink {
       const v = this.heldAcks[n]!;
       n++;
       if (v === -1) {
-        this.out.appendRef(this.heldPackets.shift()!);
+        const held = this.heldPackets.shift()!;
+        this.out.appendRef(held.packet);
+        held.then?.();
         continue;
       }
       const type = Math.floor(v / 65536) as 4 | 5 | 6 | 7;

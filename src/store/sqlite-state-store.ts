@@ -611,8 +611,9 @@ export class SqliteStateStore implements StateStore, StatementHost {
       this.retry = f.batch;
       f.waiting?.reject(new StoreError(fault, `store commit failed (${fault}): ${failure.message}`));
     }
-    // What gathered meanwhile goes now: it has waited one commit already.
-    if (this.waiting !== null && this.timer === null) this.send();
+    // What gathered meanwhile goes at the end of this turn: it has waited one commit already, and
+    // the I/O this turn still reads (acknowledgements from subscribers) can cancel some of it.
+    if (this.waiting !== null && this.timer === null) this.timer = setImmediate(this.onTimer);
   }
 
   private onFatal(message: string): void {

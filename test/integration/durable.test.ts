@@ -5,7 +5,7 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
-import { ClientPool, connectRaw, disconnect, publish, receive, subscribe, summary, expectNothingMore } from '../helpers/flows.js';
+import { ClientPool, connectRaw, disconnect, nextPublish, publish, receive, subscribe, summary, expectNothingMore } from '../helpers/flows.js';
 import { RawClient } from '../helpers/raw-client.js';
 
 describe('durable state (SQLite) across restarts', () => {
@@ -74,6 +74,31 @@ describe('durable state (SQLite) across restarts', () => {
     await subscribe(c, [{ topic: 'truck/#', qos: 1 }]);
     expect(summary(await receive(c))).to.deep.equal({ topic: 'truck/state', payload: 'parked', qos: 1, retain: true });
     await expectNothingMore(c);
+  });
+
+  it('keeps a retained message queued for a second persistent session after the first acknowledged it', async () => {
+    // A 50 ms commit window: the first session's acknowledgement arrives before its delivery is
+    // written, so nothing of that delivery reaches the disk; the second delivery must still have
+    // its message stored.
+    gw = await startTestGateway({ store: { enabled: true, commit_window_ms: 50 } }, { dataDir });
+    let g = gw;
+    const pub = await pool.connect(g.port, { clientId: 'ret2-pub' });
+    await publish(pub, 'truck/plan', 'route 7', 1, { retain: true, messageId: 1 });
+    // The first session receives and acknowledges the retained message (its delivery is gone).
+    const { c: first } = await connectRaw(g.port, pool, { clientId: 'ret2-a', clean: false });
+    await subscribe(first, [{ topic: 'truck/#', qos: 1 }]);
+    const got = await nextPublish(first);
+    first.send({ cmd: 'puback', messageId: got.messageId });
+    await disconnect(first);
+    // The second one receives it later and does not acknowledge it before the restart.
+    const { c: second } = await connectRaw(g.port, pool, { clientId: 'ret2-b', clean: false });
+    await subscribe(second, [{ topic: 'truck/#', qos: 1 }]);
+    const unacked = await nextPublish(second);
+    expect(String(unacked.payload)).to.equal('route 7');
+    g = await restart();
+    const { c } = await connectRaw(g.port, pool, { clientId: 'ret2-b', clean: false });
+    const again = await nextPublish(c);
+    expect([again.topic, String(again.payload), again.dup]).to.deep.equal(['truck/plan', 'route 7', true]);
   });
 
   it('remembers a received QoS 2 packet id awaiting PUBREL, so a resent PUBLISH is not delivered twice', async () => {

@@ -56,7 +56,9 @@ export function handleSubscribe(conn: Connection, p: SubscribePacket): void {
   // Encoded apart: held until the subscription change is durable when the session is persistent.
   const ack = new OutBuffer();
   writeSubUnsubAck(ack, PacketType.SUBACK, conn.version, p.packetId, codes);
-  conn.ackEncoded(Buffer.concat(ack.take()));
+  // Retained messages follow the SUBACK, also when it waits for the commit.
+  conn.ackEncoded(Buffer.concat(ack.take()), retainedFor.length === 0 ? undefined : () => {
+    for (const sub of retainedFor) broker.sendRetained(session, sub);
+  });
   conn.touch();
-  for (const sub of retainedFor) broker.sendRetained(session, sub);
 }
