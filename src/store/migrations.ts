@@ -8,8 +8,8 @@
 //   cascades explicitly instead.
 // - Small, hot tables keyed by (client_id, …) are WITHOUT ROWID: one B-tree per table instead of a
 //   rowid table plus its primary-key index, so fewer pages are written per commit.
-// - messages keeps its INTEGER PRIMARY KEY (the broker's id); deliveries_by_message lets the
-//   garbage collector find whether a message is still referenced without a scan.
+// - messages keeps its INTEGER PRIMARY KEY (the broker's id). Which messages are still referenced
+//   is counted in memory (step 3 dropped the deliveries_by_message index).
 
 export interface Migration {
   /** What the step does, for the log. */
@@ -123,6 +123,13 @@ export const MIGRATIONS: readonly Migration[] = [
       );
       INSERT INTO outbox_meta (id, last_seq) VALUES (1, 0);
     `,
+  },
+  {
+    description: 'drop deliveries_by_message: message references are counted in memory',
+    // The store mirrors which deliveries are on disk and deletes a message with its last
+    // delivery (sqlite-state-store.ts), so the index only cost a B-tree write per delivery put
+    // and delete. At open, unreferenced messages are swept with one scan.
+    sql: 'DROP INDEX IF EXISTS deliveries_by_message;',
   },
 ];
 

@@ -17,7 +17,12 @@
 //   whose deliveries were all acknowledged before the seal never touches the disk: it no longer
 //   needs to outlive anything.
 //
-// Message garbage collection runs in the writer at the end of each transaction (writer-worker.ts).
+// Message garbage collection is decided here, from reference counts: the store mirrors which
+// deliveries it has handed to the writer (client, seq → message id), so deleting the last one
+// that references a message emits the message's delete in the same batch, with no index on
+// deliveries.message_id and no query. The message with the highest id stays until a higher one
+// is written: it records the last id given out, without a counter row that would cost a page per
+// commit.
 //
 // Participants: another component writing to the same database (the uplink outbox, the signed-order
 // replay state) attaches a CommitParticipant. At each seal its pending work is added to the batch
@@ -40,9 +45,9 @@ import {
   type StoredState,
   type StoredSubscription,
 } from './state-store.js';
-import { StatementKind, StoreWriter, WriteBatch, type WriteFailure } from './writer.js';
+import { StoreWriter, WriteBatch, type WriteFailure } from './writer.js';
 
-export { StatementKind, WriteBatch } from './writer.js';
+export { WriteBatch } from './writer.js';
 
 export interface SqliteStateStoreOptions {
   /** The database file (created with its directory if missing). */
@@ -72,7 +77,7 @@ export interface CommitParticipant {
 
 /** Something that hands out statement ids for WriteBatch.run (the SQLite store). */
 export interface StatementHost {
-  statement(sql: string, kind?: StatementKind): number;
+  statement(sql: string): number;
 }
 
 export const MAX_COMMIT_WINDOW_MS = 50;
@@ -179,8 +184,14 @@ export class SqliteStateStore implements StateStore, StatementHost {
   private pendingDeliveries = new Map<string, Map<number, number>>();
   /** Messages put in the current batch. */
   private batchMessages = new Set<number>();
-  /** Highest delivery seq per client handed to the writer (or found on disk at open). */
-  private readonly sealedMaxSeq = new Map<string, number>();
+  /** Deliveries handed to the writer (or found on disk at open): client → seq → message id. */
+  private readonly diskDeliveries = new Map<string, Map<number, number>>();
+  /** How many of those reference each message. */
+  private readonly diskRefs = new Map<number, number>();
+  /** Highest message id handed to the writer (or on disk at open). */
+  private maxDiskMessageId = 0;
+  /** Unreferenced messages kept because no higher id is on disk yet. */
+  private readonly gcWaiting = new Set<number>();
 
   /** commit() calls waiting for the batch being formed. */
   private waiting: Deferred | null = null;
@@ -220,11 +231,11 @@ export class SqliteStateStore implements StateStore, StatementHost {
         .prepare('DELETE FROM messages WHERE id < ? AND id NOT IN (SELECT message_id FROM deliveries)')
         .run(maxMessageId).changes;
       if (swept > 0) this.log.info({ messages: swept }, 'store removed unreferenced messages');
-      for (const r of db.prepare('SELECT client_id, max(seq) AS seq FROM deliveries GROUP BY client_id').all() as {
-        client_id: string;
-        seq: number;
-      }[]) {
-        this.sealedMaxSeq.set(r.client_id, r.seq);
+      this.maxDiskMessageId = maxMessageId;
+      for (const r of db.prepare('SELECT client_id, seq, message_id FROM deliveries').raw().iterate() as IterableIterator<
+        [string, number, number]
+      >) {
+        this.diskPut(r[0], r[1], r[2]);
       }
     } catch (err) {
       db.close();
@@ -236,10 +247,10 @@ export class SqliteStateStore implements StateStore, StatementHost {
       onDone: (id, failure) => this.onDone(id, failure),
       onFatal: (message) => this.onFatal(message),
     });
-    const st = (sql: string, kind?: StatementKind): number => this.writer.statement(sql, kind);
+    const st = (sql: string): number => this.writer.statement(sql);
     this.s = {
       putSession: st('INSERT OR REPLACE INTO sessions (client_id, expiry_interval, disconnected_at) VALUES (?, ?, ?)'),
-      deleteSessionDeliveries: st('DELETE FROM deliveries WHERE client_id = ? RETURNING message_id', StatementKind.GcSource),
+      deleteSessionDeliveries: st('DELETE FROM deliveries WHERE client_id = ?'),
       deleteSessionSubscriptions: st('DELETE FROM subscriptions WHERE client_id = ?'),
       deleteSessionQos2: st('DELETE FROM incoming_qos2 WHERE client_id = ?'),
       deleteSession: st('DELETE FROM sessions WHERE client_id = ?'),
@@ -251,15 +262,13 @@ export class SqliteStateStore implements StateStore, StatementHost {
       putMessage: st(
         'INSERT OR REPLACE INTO messages (id, topic, payload, qos, retain, properties, sender, received_at, ' +
           'expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-        StatementKind.MessagePut,
       ),
-      gcMessage: st('DELETE FROM messages WHERE id = ? AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ?)', StatementKind.Gc),
-      gcCandidate: st('SELECT 1', StatementKind.GcCandidate),
+      deleteMessage: st('DELETE FROM messages WHERE id = ?'),
       putDelivery: st(
         'INSERT OR REPLACE INTO deliveries (client_id, seq, message_id, qos, retain, sub_ids, share_key, ' +
           'state, packet_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
       ),
-      deleteDelivery: st('DELETE FROM deliveries WHERE client_id = ? AND seq = ? RETURNING message_id', StatementKind.GcSource),
+      deleteDelivery: st('DELETE FROM deliveries WHERE client_id = ? AND seq = ?'),
       putQos2: st('INSERT OR IGNORE INTO incoming_qos2 (client_id, packet_id) VALUES (?, ?)'),
       deleteQos2: st('DELETE FROM incoming_qos2 WHERE client_id = ? AND packet_id = ?'),
       putWill: st(
@@ -276,8 +285,8 @@ export class SqliteStateStore implements StateStore, StatementHost {
   }
 
   /** Registers a statement for participants' batches (see CommitParticipant). */
-  statement(sql: string, kind: StatementKind = StatementKind.Plain): number {
-    return this.writer.statement(sql, kind);
+  statement(sql: string): number {
+    return this.writer.statement(sql);
   }
 
   /** Runs SQL on the writer's connection, in order with the commits (settings such as `PRAGMA query_only`). */
@@ -426,7 +435,6 @@ export class SqliteStateStore implements StateStore, StatementHost {
     // cancel puts from before the delete, so forget them. Rows of a new session with this id come
     // after the delete in the same transaction: none of its seqs can be on disk.
     this.pendingDeliveries.delete(clientId);
-    this.sealedMaxSeq.delete(clientId);
     this.add({ op: Op.DeleteSession, clientId });
   }
 
@@ -456,7 +464,7 @@ export class SqliteStateStore implements StateStore, StatementHost {
       fresh = e.fresh;
       this.batch[earlier] = null; // replaced by this put (same message)
     } else {
-      fresh = d.seq > (this.sealedMaxSeq.get(clientId) ?? 0);
+      fresh = this.diskDeliveries.get(clientId)?.has(d.seq) !== true;
     }
     perClient.set(d.seq, this.batch.length);
     // Copied field by field into the entry: the broker may change its delivery object later.
@@ -630,6 +638,8 @@ export class SqliteStateStore implements StateStore, StatementHost {
   private sealEntries(out: WriteBatch): void {
     const entries = this.batch;
     const s = this.s;
+    /** Messages that may have lost their last delivery on disk. */
+    const gc = new Set<number>();
     // Messages a delivery written in this batch references.
     const needed = new Set<number>();
     for (let i = 0; i < entries.length; i++) {
@@ -644,6 +654,7 @@ export class SqliteStateStore implements StateStore, StatementHost {
           out.run(s.putSession, e.clientId, e.expiryInterval, e.disconnectedAt);
           break;
         case Op.DeleteSession:
+          for (const seq of [...(this.diskDeliveries.get(e.clientId)?.keys() ?? [])]) this.diskDelete(e.clientId, seq, gc);
           out.run(s.deleteSessionDeliveries, e.clientId);
           out.run(s.deleteSessionSubscriptions, e.clientId);
           out.run(s.deleteSessionQos2, e.clientId);
@@ -669,6 +680,7 @@ export class SqliteStateStore implements StateStore, StatementHost {
           break;
         case Op.PutMessage: {
           if (!needed.has(e.id)) break;
+          if (e.id > this.maxDiskMessageId) this.maxDiskMessageId = e.id;
           const m = e.msg;
           out.run(
             s.putMessage,
@@ -697,10 +709,11 @@ export class SqliteStateStore implements StateStore, StatementHost {
             STATE_CODE[e.state],
             e.packetId,
           );
-          if (e.seq > (this.sealedMaxSeq.get(e.clientId) ?? 0)) this.sealedMaxSeq.set(e.clientId, e.seq);
+          this.diskPut(e.clientId, e.seq, e.messageId, gc);
           break;
         case Op.DeleteDelivery:
           out.run(s.deleteDelivery, e.clientId, e.seq);
+          this.diskDelete(e.clientId, e.seq, gc);
           break;
         case Op.PutIncomingQos2:
           out.run(s.putQos2, e.clientId, e.packetId);
@@ -735,13 +748,54 @@ export class SqliteStateStore implements StateStore, StatementHost {
           out.run(s.deleteRetained, e.topic);
           break;
         case Op.GcCandidate:
-          out.run(s.gcCandidate, e.messageId);
+          gc.add(e.messageId);
           break;
       }
+    }
+    // Unreferenced messages go in the same transaction; the highest id on disk waits.
+    for (const id of this.gcWaiting) gc.add(id);
+    this.gcWaiting.clear();
+    for (const id of gc) {
+      if ((this.diskRefs.get(id) ?? 0) > 0) continue;
+      if (id >= this.maxDiskMessageId) this.gcWaiting.add(id);
+      else out.run(s.deleteMessage, id);
     }
     this.batch = [];
     this.pendingDeliveries = new Map();
     this.batchMessages = new Set();
+  }
+
+  /** Mirrors a delivery row handed to the writer (see the header comment). */
+  private diskPut(clientId: string, seq: number, messageId: number, gc?: Set<number>): void {
+    let perClient = this.diskDeliveries.get(clientId);
+    if (perClient === undefined) {
+      perClient = new Map();
+      this.diskDeliveries.set(clientId, perClient);
+    }
+    const before = perClient.get(seq);
+    if (before === messageId) return;
+    if (before !== undefined) this.unref(before, gc);
+    perClient.set(seq, messageId);
+    this.diskRefs.set(messageId, (this.diskRefs.get(messageId) ?? 0) + 1);
+  }
+
+  private diskDelete(clientId: string, seq: number, gc: Set<number>): void {
+    const perClient = this.diskDeliveries.get(clientId);
+    const messageId = perClient?.get(seq);
+    if (perClient === undefined || messageId === undefined) return;
+    perClient.delete(seq);
+    if (perClient.size === 0) this.diskDeliveries.delete(clientId);
+    this.unref(messageId, gc);
+  }
+
+  private unref(messageId: number, gc: Set<number> | undefined): void {
+    const n = (this.diskRefs.get(messageId) ?? 0) - 1;
+    if (n > 0) {
+      this.diskRefs.set(messageId, n);
+      return;
+    }
+    this.diskRefs.delete(messageId);
+    gc?.add(messageId);
   }
 
   /** Commits what is pending (synchronously: waits for the writer), then closes the database. */

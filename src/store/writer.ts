@@ -15,19 +15,6 @@
 // connection.
 import { Worker } from 'node:worker_threads';
 
-/** What the worker does with a statement's result beyond running it. */
-export const enum StatementKind {
-  Plain = 0,
-  /** Inserts a message row; parameter 0 is its id (the worker tracks the highest). */
-  MessagePut = 1,
-  /** Returns message ids (RETURNING message_id) that may have lost their last delivery. */
-  GcSource = 2,
-  /** Deletes message ?1 unless a delivery references it (parameters: id, id). Run by the worker. */
-  Gc = 3,
-  /** Marks message parameter 0 as a garbage-collection candidate (no SQL of its own). */
-  GcCandidate = 4,
-}
-
 /** A batch of statements for one transaction. */
 export class WriteBatch {
   /** Statement id, parameter count, parameters; repeated. */
@@ -65,7 +52,7 @@ export interface WriteFailure {
 }
 
 export type WorkerRequest =
-  | { type: 'statement'; id: number; sql: string; kind: StatementKind }
+  | { type: 'statement'; id: number; sql: string }
   | { type: 'commit'; id: number; ops: unknown[] }
   | { type: 'exec'; sql: string }
   | { type: 'close' };
@@ -134,9 +121,9 @@ export class StoreWriter {
   }
 
   /** Registers a statement with the worker; returns its id for WriteBatch.run. */
-  statement(sql: string, kind: StatementKind = StatementKind.Plain): number {
+  statement(sql: string): number {
     const id = this.nextStatement++;
-    this.post({ type: 'statement', id, sql, kind });
+    this.post({ type: 'statement', id, sql });
     return id;
   }
 
