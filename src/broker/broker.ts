@@ -510,6 +510,9 @@ export class Broker {
   }
 
   flush(): void {
+    // A commit the writer finished meanwhile is settled first, so this turn's changes start the
+    // next one at once.
+    this.journal?.store.poll?.();
     // Every change is committed at the end of the turn that made it, whether or not an
     // acknowledgement waits for it (a SUBSCRIBE, a client's PUBACK, a session ending).
     if (this.heldAckConns.length > 0 || this.journal?.wrote) this.commitHeldAcks();

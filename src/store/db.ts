@@ -213,6 +213,9 @@ function migrate(db: SqliteDatabase, file: string, from: number, log: StoreLog):
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
   })();
   if (from > 0) log.info({ file, from, to: SCHEMA_VERSION }, 'store schema migrated');
+  // A new database ran every step, including ones that drop indexes: give their pages back, so
+  // the free-list (counted as reusable space by the outbox budget) starts empty.
+  else db.exec('VACUUM');
 }
 
 function checkSchema(db: SqliteDatabase): void {

@@ -96,7 +96,7 @@ export const MIGRATIONS: readonly Migration[] = [
     description: 'uplink outbox: outbox rows by seq with class, topic and expiry indexes; outbox_meta high-water seq',
     // - seq is the per-gateway sequence number HQ sees, so it is the rowid (appends go to the end).
     // - outbox_by_class serves reads in seq order within a class and eviction of a class's oldest;
-    //   outbox_by_topic serves "newest per local topic" with one index seek per topic;
+    //   outbox_by_topic served "newest per local topic" (dropped in step 5);
     //   outbox_by_expiry only holds rows with a time to live.
     // - outbox_meta.last_seq: the highest seq ever committed, written in transactions that delete
     //   rows (so an emptied outbox does not restart its numbering at 1; see outbox-store.ts).
@@ -131,6 +131,27 @@ export const MIGRATIONS: readonly Migration[] = [
     // and delete. At open, unreferenced messages are swept with one scan.
     sql: 'DROP INDEX IF EXISTS deliveries_by_message;',
   },
+  {
+    description: 'deliveries carry their message inline (m_* columns) when it has only that delivery',
+    // Saves a messages row insert and delete per stored message in the common case of one
+    // persistent consumer (sqlite-state-store.ts). NULL m_payload = the message is in messages.
+    sql: `
+      ALTER TABLE deliveries ADD COLUMN m_topic TEXT;
+      ALTER TABLE deliveries ADD COLUMN m_payload BLOB;
+      ALTER TABLE deliveries ADD COLUMN m_qos INTEGER;
+      ALTER TABLE deliveries ADD COLUMN m_retain INTEGER;
+      ALTER TABLE deliveries ADD COLUMN m_properties TEXT;
+      ALTER TABLE deliveries ADD COLUMN m_sender TEXT;
+      ALTER TABLE deliveries ADD COLUMN m_received_at INTEGER;
+      ALTER TABLE deliveries ADD COLUMN m_expires_at INTEGER;
+    `,
+  },
+  {
+    description: 'drop outbox_by_topic: the newest row per topic is found among the newest rows of the class',
+    // It cost a B-tree write on every outbox append and delete, for a query run once per reconnect
+    // (see SqliteOutboxStore.newestPerTopic).
+    sql: 'DROP INDEX IF EXISTS outbox_by_topic;',
+  },
 ];
 
 /** The schema version this program writes and understands. */
@@ -141,7 +162,10 @@ export const EXPECTED_TABLES: Readonly<Record<string, readonly string[]>> = {
   sessions: ['client_id', 'expiry_interval', 'disconnected_at'],
   subscriptions: ['client_id', 'filter', 'qos', 'no_local', 'retain_as_published', 'retain_handling', 'subscription_id'],
   messages: ['id', 'topic', 'payload', 'qos', 'retain', 'properties', 'sender', 'received_at', 'expires_at'],
-  deliveries: ['client_id', 'seq', 'message_id', 'qos', 'retain', 'sub_ids', 'share_key', 'state', 'packet_id'],
+  deliveries: [
+    'client_id', 'seq', 'message_id', 'qos', 'retain', 'sub_ids', 'share_key', 'state', 'packet_id',
+    'm_topic', 'm_payload', 'm_qos', 'm_retain', 'm_properties', 'm_sender', 'm_received_at', 'm_expires_at',
+  ],
   incoming_qos2: ['client_id', 'packet_id'],
   delayed_wills: ['client_id', 'topic', 'payload', 'qos', 'retain', 'properties', 'due_at'],
   retained: ['topic', 'payload', 'qos', 'retain', 'properties', 'sender', 'received_at', 'expires_at'],

@@ -292,6 +292,8 @@ function rowFromSql(r: SqlRow): OutboxRow {
   return row;
 }
 
+/** Rows newestPerTopic looks at (the newest of the class). */
+const NEWEST_SCAN_ROWS = 4096;
 /** Bytes of committed rows SqliteOutboxStore keeps in memory (its tail). */
 const TAIL_MAX_BYTES = 4 * 1024 * 1024;
 /** Entries of SqliteOutboxStore.handedOut (a few in-flight windows). */
@@ -338,22 +340,8 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     this.stmt = {
       lookup: db.prepare('SELECT cls, size FROM outbox WHERE seq = ?'),
       after: db.prepare(`SELECT ${COLUMNS} FROM outbox WHERE cls = ? AND seq > ? ORDER BY seq LIMIT ?`),
-      bySeq: db.prepare(`SELECT ${COLUMNS} FROM outbox WHERE seq = ?`),
-      // One index seek per distinct local topic (a loose index scan), not a scan of the class.
-      newestSeqs: db
-        .prepare(
-          `WITH RECURSIVE t(topic) AS (
-             SELECT (SELECT min(local_topic) FROM outbox WHERE cls = @cls)
-             UNION ALL
-             SELECT (SELECT min(local_topic) FROM outbox WHERE cls = @cls AND local_topic > t.topic)
-             FROM t WHERE t.topic IS NOT NULL
-           )
-           SELECT topic, (SELECT max(seq) FROM outbox WHERE cls = @cls AND local_topic = t.topic) AS seq
-           FROM t WHERE topic IS NOT NULL`,
-        ),
-      olderInTopic: db.prepare(
-        `SELECT ${COLUMNS} FROM outbox WHERE cls = ? AND local_topic = ? AND seq < ? ORDER BY seq DESC LIMIT 1`,
-      ),
+      // The newest rows of a class, newest first (outbox_by_class backwards).
+      newestOfClass: db.prepare(`SELECT ${COLUMNS} FROM outbox WHERE cls = ? ORDER BY seq DESC LIMIT ?`),
       expired: db.prepare(
         'SELECT seq, cls, size, expires_at FROM outbox WHERE expires_at > 0 AND (expires_at, seq) > (?, ?) ' +
           'AND expires_at <= ? ORDER BY expires_at, seq LIMIT ?',
@@ -510,16 +498,15 @@ export class SqliteOutboxStore extends OutboxStoreBase {
 
   newestPerTopic(cls: OutboxClass, limit: number): OutboxRow[] {
     if (limit <= 0) return [];
-    const code = CLASS_CODE[cls];
-    const newest = (this.stmt.newestSeqs.all({ cls: code }) as { topic: string; seq: number }[]).sort((a, b) => b.seq - a.seq);
+    // The newest row of each local topic among the class's newest NEWEST_SCAN_ROWS rows: a topic
+    // silent for longer than that is not "where the truck is now" and drains with the backlog.
+    // (No index by topic: it cost a B-tree write on every append and delete.)
+    const seen = new Set<string>();
     const out: OutboxRow[] = [];
-    for (const n of newest) {
-      let row = this.stmt.bySeq.get(n.seq) as SqlRow | undefined;
-      while (row !== undefined && (this.deleting(row.seq) || row.seq > this.committedMax)) {
-        row = this.stmt.olderInTopic.get(code, n.topic, row.seq) as SqlRow | undefined;
-      }
-      if (row === undefined) continue;
-      out.push(this.handOut(row));
+    for (const r of this.stmt.newestOfClass.iterate(CLASS_CODE[cls], NEWEST_SCAN_ROWS) as IterableIterator<SqlRow>) {
+      if (r.seq > this.committedMax || this.deleting(r.seq) || seen.has(r.local_topic)) continue;
+      seen.add(r.local_topic);
+      out.push(this.handOut(r));
       if (out.length >= limit) break;
     }
     return out.sort((a, b) => a.seq - b.seq);

@@ -15,7 +15,13 @@
 //   above every seq of that client already handed to the writer);
 // - a message is written only if a delivery written in the same batch references it. A message
 //   whose deliveries were all acknowledged before the seal never touches the disk: it no longer
-//   needs to outlive anything.
+//   needs to outlive anything;
+// - a message with exactly one delivery to write (the usual case: one persistent consumer) is
+//   written inline, in that delivery's row (the m_* columns): one row to insert and one to delete
+//   instead of two each. Should another delivery reference it later, its messages row is copied
+//   from the owner's row first;
+// - a delivery already on disk whose state changes (sent, PUBREL sent) gets an UPDATE of its
+//   state and packet id, which keeps its inline message.
 //
 // Message garbage collection is decided here, from reference counts: the store mirrors which
 // deliveries it has handed to the writer (client, seq → message id), so deleting the last one
@@ -192,6 +198,8 @@ export class SqliteStateStore implements StateStore, StatementHost {
   private maxDiskMessageId = 0;
   /** Unreferenced messages kept because no higher id is on disk yet. */
   private readonly gcWaiting = new Set<number>();
+  /** Messages stored only inline, in the row of this delivery (client id, seq). */
+  private readonly inlineOwner = new Map<number, { clientId: string; seq: number }>();
 
   /** commit() calls waiting for the batch being formed. */
   private waiting: Deferred | null = null;
@@ -232,10 +240,15 @@ export class SqliteStateStore implements StateStore, StatementHost {
         .run(maxMessageId).changes;
       if (swept > 0) this.log.info({ messages: swept }, 'store removed unreferenced messages');
       this.maxDiskMessageId = maxMessageId;
-      for (const r of db.prepare('SELECT client_id, seq, message_id FROM deliveries').raw().iterate() as IterableIterator<
-        [string, number, number]
-      >) {
+      for (const r of db
+        .prepare(
+          'SELECT client_id, seq, message_id, m_payload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM messages WHERE id = message_id) ' +
+            'FROM deliveries',
+        )
+        .raw()
+        .iterate() as IterableIterator<[string, number, number, number]>) {
         this.diskPut(r[0], r[1], r[2]);
+        if (r[3] === 1) this.inlineOwner.set(r[2], { clientId: r[0], seq: r[1] });
       }
     } catch (err) {
       db.close();
@@ -267,6 +280,17 @@ export class SqliteStateStore implements StateStore, StatementHost {
       putDelivery: st(
         'INSERT OR REPLACE INTO deliveries (client_id, seq, message_id, qos, retain, sub_ids, share_key, ' +
           'state, packet_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
+      putDeliveryInline: st(
+        'INSERT OR REPLACE INTO deliveries (client_id, seq, message_id, qos, retain, sub_ids, share_key, ' +
+          'state, packet_id, m_topic, m_payload, m_qos, m_retain, m_properties, m_sender, m_received_at, m_expires_at) ' +
+          'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
+      updateDelivery: st('UPDATE deliveries SET state = ?, packet_id = ? WHERE client_id = ? AND seq = ?'),
+      copyInlineMessage: st(
+        'INSERT OR IGNORE INTO messages (id, topic, payload, qos, retain, properties, sender, received_at, expires_at) ' +
+          'SELECT message_id, m_topic, m_payload, m_qos, m_retain, m_properties, m_sender, m_received_at, m_expires_at ' +
+          'FROM deliveries WHERE client_id = ? AND seq = ? AND m_payload IS NOT NULL',
       ),
       deleteDelivery: st('DELETE FROM deliveries WHERE client_id = ? AND seq = ?'),
       putQos2: st('INSERT OR IGNORE INTO incoming_qos2 (client_id, packet_id) VALUES (?, ?)'),
@@ -357,6 +381,7 @@ export class SqliteStateStore implements StateStore, StatementHost {
     }
 
     const referenced = new Set<number>();
+    const inline = new Map<number, StoredMessage>();
     for (const row of this.db
       .prepare('SELECT * FROM deliveries ORDER BY client_id, seq')
       .iterate() as IterableIterator<{
@@ -369,9 +394,32 @@ export class SqliteStateStore implements StateStore, StatementHost {
       share_key: string | null;
       state: number;
       packet_id: number;
+      m_topic: string | null;
+      m_payload: Buffer | null;
+      m_qos: number;
+      m_retain: number;
+      m_properties: string | null;
+      m_sender: string;
+      m_received_at: number;
+      m_expires_at: number;
     }>) {
       const session = sessions.get(row.client_id);
       if (session === undefined) continue;
+      if (row.m_payload !== null && row.m_topic !== null) {
+        inline.set(
+          row.message_id,
+          messageFromRow({
+            topic: row.m_topic,
+            payload: row.m_payload,
+            qos: row.m_qos,
+            retain: row.m_retain,
+            properties: row.m_properties,
+            sender: row.m_sender,
+            received_at: row.m_received_at,
+            expires_at: row.m_expires_at,
+          }),
+        );
+      }
       const d: StoredDelivery = {
         seq: row.seq,
         messageId: row.message_id,
@@ -414,13 +462,15 @@ export class SqliteStateStore implements StateStore, StatementHost {
     >) {
       if (referenced.has(row.id)) messages.set(row.id, messageFromRow(row));
     }
+    for (const [id, m] of inline) if (!messages.has(id)) messages.set(id, m);
 
     const retained: StoredMessage[] = [];
     for (const row of this.db.prepare('SELECT * FROM retained ORDER BY topic').iterate() as IterableIterator<MessageRow>) {
       retained.push(messageFromRow(row));
     }
 
-    const lastMessageId = this.db.prepare('SELECT coalesce(max(id), 0) FROM messages').pluck().get() as number;
+    let lastMessageId = this.db.prepare('SELECT coalesce(max(id), 0) FROM messages').pluck().get() as number;
+    for (const id of messages.keys()) if (id > lastMessageId) lastMessageId = id;
     return { sessions: [...sessions.values()], messages, retained, lastMessageId };
   }
 
@@ -598,6 +648,12 @@ export class SqliteStateStore implements StateStore, StatementHost {
     }
   }
 
+  /** Takes note of a commit the writer has finished without waiting for its message (see StateStore.poll). */
+  poll(): void {
+    const f = this.inFlight;
+    if (f !== null && !this.closed && this.writer.committed(f.id)) this.onDone(f.id, null);
+  }
+
   private onDone(id: number, failure: WriteFailure | null): void {
     const f = this.inFlight;
     if (this.closed || f === null || f.id !== id) return;
@@ -619,9 +675,8 @@ export class SqliteStateStore implements StateStore, StatementHost {
       this.retry = f.batch;
       f.waiting?.reject(new StoreError(fault, `store commit failed (${fault}): ${failure.message}`));
     }
-    // What gathered meanwhile goes at the end of this turn: it has waited one commit already, and
-    // the I/O this turn still reads (acknowledgements from subscribers) can cancel some of it.
-    if (this.waiting !== null && this.timer === null) this.timer = setImmediate(this.onTimer);
+    // What gathered meanwhile goes now: it has waited one commit already.
+    if (this.waiting !== null && this.timer === null) this.send();
   }
 
   private onFatal(message: string): void {
@@ -640,12 +695,20 @@ export class SqliteStateStore implements StateStore, StatementHost {
     const s = this.s;
     /** Messages that may have lost their last delivery on disk. */
     const gc = new Set<number>();
-    // Messages a delivery written in this batch references.
-    const needed = new Set<number>();
+    // How many deliveries written in this batch reference each message, and the messages put in it.
+    const needed = new Map<number, number>();
+    const put = new Map<number, StoredMessage>();
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
-      if (e?.op === Op.PutDelivery) needed.add(e.messageId);
+      if (e?.op === Op.PutDelivery) needed.set(e.messageId, (needed.get(e.messageId) ?? 0) + 1);
+      else if (e?.op === Op.PutMessage) put.set(e.id, e.msg);
     }
+    // Written inline: put in this batch, one delivery to write, none on disk; except the batch's
+    // highest id, which gets a row (the highest row is kept: it records the last id given out).
+    let top = 0;
+    for (const id of needed.keys()) if (put.has(id) && id > top) top = id;
+    const inline = new Set<number>();
+    for (const [id, n] of needed) if (n === 1 && id !== top && put.has(id) && !this.diskRefs.has(id)) inline.add(id);
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
       if (e === null || e === undefined) continue;
@@ -679,7 +742,7 @@ export class SqliteStateStore implements StateStore, StatementHost {
           out.run(s.deleteSubscription, e.clientId, e.filter);
           break;
         case Op.PutMessage: {
-          if (!needed.has(e.id)) break;
+          if (!needed.has(e.id) || inline.has(e.id)) break;
           if (e.id > this.maxDiskMessageId) this.maxDiskMessageId = e.id;
           const m = e.msg;
           out.run(
@@ -697,19 +760,7 @@ export class SqliteStateStore implements StateStore, StatementHost {
           break;
         }
         case Op.PutDelivery:
-          out.run(
-            s.putDelivery,
-            e.clientId,
-            e.seq,
-            e.messageId,
-            e.qos,
-            e.retain ? 1 : 0,
-            e.subIds === undefined ? null : e.subIds.join(','),
-            e.shareKey ?? null,
-            STATE_CODE[e.state],
-            e.packetId,
-          );
-          this.diskPut(e.clientId, e.seq, e.messageId, gc);
+          this.sealDelivery(out, e, inline.has(e.messageId) ? put.get(e.messageId) : undefined, gc);
           break;
         case Op.DeleteDelivery:
           out.run(s.deleteDelivery, e.clientId, e.seq);
@@ -757,12 +808,43 @@ export class SqliteStateStore implements StateStore, StatementHost {
     this.gcWaiting.clear();
     for (const id of gc) {
       if ((this.diskRefs.get(id) ?? 0) > 0) continue;
+      // Stored only inline: it went with its delivery's row.
+      if (this.inlineOwner.delete(id)) continue;
       if (id >= this.maxDiskMessageId) this.gcWaiting.add(id);
       else out.run(s.deleteMessage, id);
     }
     this.batch = [];
     this.pendingDeliveries = new Map();
     this.batchMessages = new Set();
+  }
+
+  /** One delivery put: an UPDATE when its row is on disk, else a row (with the message inline). */
+  private sealDelivery(out: WriteBatch, e: DeliveryEntry, inlineMessage: StoredMessage | undefined, gc: Set<number>): void {
+    const s = this.s;
+    if (this.diskDeliveries.get(e.clientId)?.get(e.seq) === e.messageId) {
+      out.run(s.updateDelivery, STATE_CODE[e.state], e.packetId, e.clientId, e.seq);
+      return;
+    }
+    const subIds = e.subIds === undefined ? null : e.subIds.join(',');
+    if (inlineMessage !== undefined) {
+      const m = inlineMessage;
+      out.run(
+        s.putDeliveryInline, e.clientId, e.seq, e.messageId, e.qos, e.retain ? 1 : 0, subIds, e.shareKey ?? null,
+        STATE_CODE[e.state], e.packetId,
+        m.topic, m.payload, m.qos, m.retain ? 1 : 0, encodeProperties(m.properties), m.senderId, m.receivedAt, m.expiresAt,
+      );
+      this.inlineOwner.set(e.messageId, { clientId: e.clientId, seq: e.seq });
+    } else {
+      // A message stored only inline in another delivery's row gets its own row first.
+      const owner = this.inlineOwner.get(e.messageId);
+      if (owner !== undefined) {
+        out.run(s.copyInlineMessage, owner.clientId, owner.seq);
+        this.inlineOwner.delete(e.messageId);
+        if (e.messageId > this.maxDiskMessageId) this.maxDiskMessageId = e.messageId;
+      }
+      out.run(s.putDelivery, e.clientId, e.seq, e.messageId, e.qos, e.retain ? 1 : 0, subIds, e.shareKey ?? null, STATE_CODE[e.state], e.packetId);
+    }
+    this.diskPut(e.clientId, e.seq, e.messageId, gc);
   }
 
   /** Mirrors a delivery row handed to the writer (see the header comment). */

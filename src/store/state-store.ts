@@ -104,6 +104,12 @@ export interface StateStore {
    * StoreError when the commit failed; the changes of a failed batch are kept and retried.
    */
   commit(): Promise<void>;
+  /**
+   * Optional: checks (cheaply, without I/O) whether a commit has finished and settles it now. The
+   * broker calls it at the end of each turn of packet handling, so a finished commit is noticed
+   * before the next batch is formed.
+   */
+  poll?(): void;
   /** True when changes are waiting for a commit. */
   readonly pending: boolean;
   /** Set while the store cannot write (disk full, read-only); cleared when a commit succeeds again. */

@@ -114,6 +114,15 @@ export class StoreWriter {
     return this.inFlight > 0;
   }
 
+  /**
+   * Whether batch `id` has committed successfully, read from shared memory: lets the owner learn
+   * it at the end of its own turn instead of waiting for the reply message, which the event loop
+   * may only deliver after a long run of socket reads.
+   */
+  committed(id: number): boolean {
+    return Atomics.load(this.flags, FLAG_DONE) >= id && Atomics.load(this.flags, FLAG_FAILED) === 0;
+  }
+
   private die(message: string): void {
     if (this.dead !== null || this.closed) return;
     this.dead = message;

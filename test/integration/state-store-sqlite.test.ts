@@ -151,6 +151,35 @@ describe('SqliteStateStore on disk', () => {
       expect(again.load().sessions.map((s) => s.clientId)).to.deep.equal(['c']);
     });
 
+    it('stores a single-delivery message inline, and gives it a row when a second delivery references it', async () => {
+      const store = newStore();
+      store.putSession('a', 60, 0);
+      store.putSession('b', 60, 0);
+      store.putMessage(1, message('inline/1', { payload: Buffer.from('one') }));
+      store.putDelivery('a', delivery(1, 1));
+      store.putMessage(2, message('row/2', { payload: Buffer.from('two') }));
+      store.putDelivery('a', delivery(2, 2));
+      await store.commit();
+      // 1 lives in a's delivery row; 2, the batch's highest id, has a row of its own.
+      expect(store.db.prepare('SELECT id FROM messages').pluck().all()).to.deep.equal([2]);
+      expect(store.db.prepare("SELECT m_topic FROM deliveries WHERE client_id = 'a' AND seq = 1").pluck().get()).to.equal('inline/1');
+      // A state change keeps the inline copy.
+      store.putDelivery('a', delivery(1, 1, { state: 'publish', packetId: 9 }));
+      // A second delivery of message 1 (a later batch): the row is copied from a's delivery.
+      store.putDelivery('b', delivery(1, 1));
+      await store.commit();
+      expect(store.db.prepare('SELECT id FROM messages ORDER BY id').pluck().all()).to.deep.equal([1, 2]);
+      store.deleteDelivery('a', 1);
+      await store.commit();
+      store.close();
+      const state = newStore().load();
+      const b = state.sessions.find((x) => x.clientId === 'b')!;
+      expect(b.deliveries.map((d) => d.messageId)).to.deep.equal([1]);
+      expect(state.messages.get(1)?.topic).to.equal('inline/1');
+      expect(String(state.messages.get(1)?.payload)).to.equal('one');
+      expect(state.sessions.find((x) => x.clientId === 'a')!.deliveries.map((d) => [d.seq, d.state])).to.deep.equal([[2, 'queued']]);
+    });
+
     it('deletes message rows once unreferenced, keeping only the highest id', async () => {
       await populate(50, 200);
       const store = newStore();
