@@ -74,12 +74,6 @@ export class MemoryReplayStore implements ReplayStore {
   }
 }
 
-const CREATE_TABLE = `CREATE TABLE IF NOT EXISTS signed_order_seq (
-  kid TEXT PRIMARY KEY NOT NULL,
-  last_seq INTEGER NOT NULL,
-  accepted_at INTEGER NOT NULL
-) WITHOUT ROWID`;
-
 /** The replay state in convoy.db, committed with the state store's grouped commits. */
 export class SqliteReplayStore implements ReplayStore, CommitParticipant {
   readonly durable = true;
@@ -91,8 +85,8 @@ export class SqliteReplayStore implements ReplayStore, CommitParticipant {
   private readonly detach: () => void;
 
   constructor(private readonly state: SqliteStateStore) {
+    // The table comes from the schema migrations (migrations.ts).
     const db = state.db;
-    db.exec(CREATE_TABLE);
     for (const r of db.prepare('SELECT kid, last_seq FROM signed_order_seq').all() as Array<{ kid: string; last_seq: number }>) {
       this.committedSeqs.set(r.kid, r.last_seq);
     }

@@ -152,6 +152,18 @@ export const MIGRATIONS: readonly Migration[] = [
     // (see SqliteOutboxStore.newestPerTopic).
     sql: 'DROP INDEX IF EXISTS outbox_by_topic;',
   },
+  {
+    description: 'signed_order_seq: the last accepted sequence per HQ signing key (replay protection)',
+    // Before this step the order verifier created the table itself when signed orders were first
+    // configured; IF NOT EXISTS keeps such databases as they are.
+    sql: `
+      CREATE TABLE IF NOT EXISTS signed_order_seq (
+        kid TEXT PRIMARY KEY NOT NULL,
+        last_seq INTEGER NOT NULL,
+        accepted_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+    `,
+  },
 ];
 
 /** The schema version this program writes and understands. */
@@ -171,4 +183,5 @@ export const EXPECTED_TABLES: Readonly<Record<string, readonly string[]>> = {
   retained: ['topic', 'payload', 'qos', 'retain', 'properties', 'sender', 'received_at', 'expires_at'],
   outbox: ['seq', 'cls', 'local_topic', 'topic', 'payload', 'qos', 'properties', 'created_at', 'expires_at', 'size'],
   outbox_meta: ['id', 'last_seq'],
+  signed_order_seq: ['kid', 'last_seq', 'accepted_at'],
 };
