@@ -11,8 +11,8 @@
 // Coalescing, decided when the batch is sealed:
 // - a delivery put and then replaced in the same batch is written once, in its last state;
 // - a delivery put and deleted in the same batch (a message delivered and acknowledged before its
-//   batch was sealed) is not written at all, nor deleted, when it cannot be on disk yet (its seq is
-//   above every seq of that client already handed to the writer);
+//   batch was sealed) is not written at all, nor deleted, when it is not on disk yet (not among
+//   the deliveries already handed to the writer, see diskDeliveries);
 // - a message is written only if a delivery written in the same batch references it. A message
 //   whose deliveries were all acknowledged before the seal never touches the disk: it no longer
 //   needs to outlive anything;
@@ -81,11 +81,6 @@ export interface CommitParticipant {
   committed(): void;
 }
 
-/** Something that hands out statement ids for WriteBatch.run (the SQLite store). */
-export interface StatementHost {
-  statement(sql: string): number;
-}
-
 export const MAX_COMMIT_WINDOW_MS = 50;
 
 const enum Op {
@@ -102,7 +97,6 @@ const enum Op {
   DeleteDelayedWill,
   PutRetained,
   DeleteRetained,
-  GcCandidate,
 }
 
 interface DeliveryEntry {
@@ -116,8 +110,6 @@ interface DeliveryEntry {
   shareKey: string | undefined;
   state: StoredDelivery['state'];
   packetId: number;
-  /** No row with this client and seq can be on disk or in flight (see the header comment). */
-  fresh: boolean;
 }
 
 type BatchEntry =
@@ -133,8 +125,7 @@ type BatchEntry =
   | { op: Op.PutDelayedWill; clientId: string; will: Will; dueAt: number }
   | { op: Op.DeleteDelayedWill; clientId: string }
   | { op: Op.PutRetained; msg: StoredMessage }
-  | { op: Op.DeleteRetained; topic: string }
-  | { op: Op.GcCandidate; messageId: number };
+  | { op: Op.DeleteRetained; topic: string };
 
 const DELIVERY_STATES = ['queued', 'publish', 'pubrel'] as const;
 const STATE_CODE: Record<StoredDelivery['state'], number> = { queued: 0, publish: 1, pubrel: 2 };
@@ -176,7 +167,7 @@ export function classifyStoreError(err: unknown): StoreFault {
   return 'io_error';
 }
 
-export class SqliteStateStore implements StateStore, StatementHost {
+export class SqliteStateStore implements StateStore {
   /** The read connection (load, the outbox's reads, diagnostics and tests); writes go through the writer. */
   readonly db: SqliteDatabase;
   /** Set when the database file was corrupt at open and was replaced by a fresh one. */
@@ -188,8 +179,6 @@ export class SqliteStateStore implements StateStore, StatementHost {
   private batch: (BatchEntry | null)[] = [];
   /** Index in `batch` of the latest pending putDelivery per client and seq (for coalescing). */
   private pendingDeliveries = new Map<string, Map<number, number>>();
-  /** Messages put in the current batch. */
-  private batchMessages = new Set<number>();
   /** Deliveries handed to the writer (or found on disk at open): client → seq → message id. */
   private readonly diskDeliveries = new Map<string, Map<number, number>>();
   /** How many of those reference each message. */
@@ -497,25 +486,17 @@ export class SqliteStateStore implements StateStore, StatementHost {
   }
 
   putMessage(id: number, msg: StoredMessage): void {
-    this.batchMessages.add(id);
     this.add({ op: Op.PutMessage, id, msg });
   }
 
   putDelivery(clientId: string, d: StoredDelivery): void {
     let perClient = this.pendingDeliveries.get(clientId);
-    let fresh: boolean;
     if (perClient === undefined) {
       perClient = new Map();
       this.pendingDeliveries.set(clientId, perClient);
     }
     const earlier = perClient.get(d.seq);
-    if (earlier !== undefined) {
-      const e = this.batch[earlier] as DeliveryEntry;
-      fresh = e.fresh;
-      this.batch[earlier] = null; // replaced by this put (same message)
-    } else {
-      fresh = this.diskDeliveries.get(clientId)?.has(d.seq) !== true;
-    }
+    if (earlier !== undefined) this.batch[earlier] = null; // replaced by this put (same message)
     perClient.set(d.seq, this.batch.length);
     // Copied field by field into the entry: the broker may change its delivery object later.
     this.add({
@@ -529,7 +510,6 @@ export class SqliteStateStore implements StateStore, StatementHost {
       shareKey: d.shareKey,
       state: d.state,
       packetId: d.packetId,
-      fresh,
     });
   }
 
@@ -537,15 +517,11 @@ export class SqliteStateStore implements StateStore, StatementHost {
     const perClient = this.pendingDeliveries.get(clientId);
     const earlier = perClient?.get(seq);
     if (earlier !== undefined) {
-      const e = this.batch[earlier] as DeliveryEntry;
       this.batch[earlier] = null;
       perClient!.delete(seq);
-      if (e.fresh) {
-        // Never handed to the writer: nothing to delete. Its message, if stored earlier for
-        // another delivery, may have lost its last reference.
-        if (!this.batchMessages.has(e.messageId)) this.add({ op: Op.GcCandidate, messageId: e.messageId });
-        return;
-      }
+      // Never handed to the writer: nothing to delete, and no stored reference to count down.
+      // (diskDeliveries changes only when a batch is sealed, so this is what the put saw.)
+      if (this.diskDeliveries.get(clientId)?.has(seq) !== true) return;
     }
     this.add({ op: Op.DeleteDelivery, clientId, seq });
   }
@@ -798,9 +774,6 @@ export class SqliteStateStore implements StateStore, StatementHost {
         case Op.DeleteRetained:
           out.run(s.deleteRetained, e.topic);
           break;
-        case Op.GcCandidate:
-          gc.add(e.messageId);
-          break;
       }
     }
     // Unreferenced messages go in the same transaction; the highest id on disk waits.
@@ -815,7 +788,6 @@ export class SqliteStateStore implements StateStore, StatementHost {
     }
     this.batch = [];
     this.pendingDeliveries = new Map();
-    this.batchMessages = new Set();
   }
 
   /** One delivery put: an UPDATE when its row is on disk, else a row (with the message inline). */

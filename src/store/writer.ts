@@ -19,8 +19,6 @@ import { Worker } from 'node:worker_threads';
 export class WriteBatch {
   /** Statement id, parameter count, parameters; repeated. */
   ops: unknown[] = [];
-  /** Rough bytes the batch writes (for diagnostics). */
-  bytes = 0;
 
   get empty(): boolean {
     return this.ops.length === 0;
@@ -29,19 +27,7 @@ export class WriteBatch {
   run(statement: number, ...params: unknown[]): void {
     const ops = this.ops;
     ops.push(statement, params.length);
-    for (let i = 0; i < params.length; i++) {
-      const p = params[i];
-      ops.push(p);
-      if (p instanceof Uint8Array) this.bytes += p.length;
-      else if (typeof p === 'string') this.bytes += p.length;
-    }
-    this.bytes += 16;
-  }
-
-  /** Appends another batch's statements after this one's. */
-  append(other: WriteBatch): void {
-    for (let i = 0; i < other.ops.length; i++) this.ops.push(other.ops[i]);
-    this.bytes += other.bytes;
+    for (let i = 0; i < params.length; i++) ops.push(params[i]);
   }
 }
 
@@ -110,10 +96,6 @@ export class StoreWriter {
     return this.dead;
   }
 
-  get busy(): boolean {
-    return this.inFlight > 0;
-  }
-
   /**
    * Whether batch `id` has committed successfully, read from shared memory: lets the owner learn
    * it at the end of its own turn instead of waiting for the reply message, which the event loop
@@ -172,8 +154,7 @@ export class StoreWriter {
           outcome = 'the store writer did not finish within 30 s';
           break;
         }
-        Atomics.wait(this.flags, FLAG_CLOSED, 0, Math.min(left, 100));
-        if (this.dead !== null) break;
+        Atomics.wait(this.flags, FLAG_CLOSED, 0, left);
       }
       if (outcome === null && id !== 0 && (Atomics.load(this.flags, FLAG_DONE) < id || Atomics.load(this.flags, FLAG_FAILED) === 1)) {
         outcome = 'the last commit failed';
