@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import { Framer, FrameError, type FrameSink } from '../mqtt/codec/framer.js';
 import { OutBuffer } from '../mqtt/codec/out-buffer.js';
 import { decodePacket } from '../mqtt/codec/decode.js';
-import { publishSize, writeAck, writeConnack, writeDisconnect, writePublish } from '../mqtt/codec/encode.js';
+import { publishSize, writeAck, writeConnack, writeDisconnect, writePublish, writeSubUnsubAck } from '../mqtt/codec/encode.js';
 import { ProtocolError } from '../mqtt/errors.js';
 import { PacketType, type AuthPacket, type Properties, type ProtocolVersion, type QoS, type Will } from '../mqtt/packets.js';
 import { Reason, connackAllowed311, connackCode311, reasonName } from '../mqtt/reason-codes.js';
@@ -283,11 +283,8 @@ export class Connection implements FrameSink, SessionLink {
    * Held packets keep their order.
    */
   ack(type: 4 | 5 | 6 | 7, packetId: number, reason = 0): void {
-    const journal = this.broker.journal;
-    if (journal && (journal.wrote || this.heldAcks.length > 0)) {
-      this.heldAcks.push(type * 65536 + packetId);
-      this.heldReasons.push(reason);
-      this.heldBatches.push(this.broker.holdAck(this));
+    if (this.mustHold()) {
+      this.hold(type * 65536 + packetId, reason);
       return;
     }
     writeAck(this.out, type, packetId, this.version, reason);
@@ -295,22 +292,35 @@ export class Connection implements FrameSink, SessionLink {
   }
 
   /**
-   * An encoded SUBACK or UNSUBACK: held like ack() while a commit is pending, so a client that got
-   * its SUBACK finds the (persistent) subscription after a crash.
+   * SUBACK or UNSUBACK: held like ack() while a commit is pending, so a client that got its SUBACK
+   * finds the (persistent) subscription after a crash. `then` runs right after the packet is
+   * queued for sending (SUBSCRIBE's retained messages follow it).
    */
-  ackEncoded(packet: Buffer, then?: () => void): void {
-    // `then` runs right after the packet is queued for sending (SUBSCRIBE's retained messages).
-    const journal = this.broker.journal;
-    if (journal && (journal.wrote || this.heldAcks.length > 0)) {
-      this.heldAcks.push(-1);
-      this.heldReasons.push(0);
-      this.heldBatches.push(this.broker.holdAck(this));
-      this.heldPackets.push({ packet, then });
+  subUnsubAck(type: typeof PacketType.SUBACK | typeof PacketType.UNSUBACK, packetId: number, codes: number[], then?: () => void): void {
+    if (this.mustHold()) {
+      // Encoded apart, to go out when the commit is done.
+      const packet = new OutBuffer();
+      writeSubUnsubAck(packet, type, this.version, packetId, codes);
+      this.hold(-1, 0);
+      this.heldPackets.push({ packet: Buffer.concat(packet.take()), then });
       return;
     }
-    this.out.appendRef(packet);
+    writeSubUnsubAck(this.out, type, this.version, packetId, codes);
     this.touch();
     then?.();
+  }
+
+  /** Something this turn wrote must be committed first, or an earlier acknowledgement still waits. */
+  private mustHold(): boolean {
+    const journal = this.broker.journal;
+    return journal !== null && (journal.wrote || this.heldAcks.length > 0);
+  }
+
+  /** Queues a held entry (type × 65536 + packet id, or -1 for a packet in heldPackets) for this turn's commit. */
+  private hold(entry: number, reason: number): void {
+    this.heldAcks.push(entry);
+    this.heldReasons.push(reason);
+    this.heldBatches.push(this.broker.holdAck(this));
   }
 
   /** The commit of `batch` succeeded: send every ack held for it or earlier. */

@@ -1,7 +1,5 @@
 // SUBSCRIBE: validate each filter, grant at most QoS 2, store in the session and the trie, answer
 // SUBACK (one code per filter, in order [MQTT-3.8.4-5]), then send matching retained messages.
-import { writeSubUnsubAck } from '../../mqtt/codec/encode.js';
-import { OutBuffer } from '../../mqtt/codec/out-buffer.js';
 import { ProtocolError } from '../../mqtt/errors.js';
 import { PacketType, type QoS, type SubscribePacket } from '../../mqtt/packets.js';
 import { Reason } from '../../mqtt/reason-codes.js';
@@ -53,12 +51,8 @@ export function handleSubscribe(conn: Connection, p: SubscribePacket): void {
     // for a new subscription, 2 never.
     if (!shared && (req.retainHandling === 0 || (req.retainHandling === 1 && !existed))) retainedFor.push(sub);
   }
-  // Encoded apart: held until the subscription change is durable when the session is persistent.
-  const ack = new OutBuffer();
-  writeSubUnsubAck(ack, PacketType.SUBACK, conn.version, p.packetId, codes);
   // Retained messages follow the SUBACK, also when it waits for the commit.
-  conn.ackEncoded(Buffer.concat(ack.take()), retainedFor.length === 0 ? undefined : () => {
+  conn.subUnsubAck(PacketType.SUBACK, p.packetId, codes, retainedFor.length === 0 ? undefined : () => {
     for (const sub of retainedFor) broker.sendRetained(session, sub);
   });
-  conn.touch();
 }

@@ -1,6 +1,4 @@
 // UNSUBSCRIBE: remove each filter; UNSUBACK is sent even when nothing matched [MQTT-3.10.4-5].
-import { writeSubUnsubAck } from '../../mqtt/codec/encode.js';
-import { OutBuffer } from '../../mqtt/codec/out-buffer.js';
 import { PacketType, type UnsubscribePacket } from '../../mqtt/packets.js';
 import { Reason } from '../../mqtt/reason-codes.js';
 import type { Connection } from '../connection.js';
@@ -13,9 +11,5 @@ export function handleUnsubscribe(conn: Connection, p: UnsubscribePacket): void 
     if (existed) conn.broker.router.unsubscribe(conn.clientId, filter);
     codes.push(existed ? Reason.Success : Reason.NoSubscriptionExisted);
   }
-  // Encoded apart: held until the subscription change is durable when the session is persistent.
-  const ack = new OutBuffer();
-  writeSubUnsubAck(ack, PacketType.UNSUBACK, conn.version, p.packetId, codes);
-  conn.ackEncoded(Buffer.concat(ack.take()));
-  conn.touch();
+  conn.subUnsubAck(PacketType.UNSUBACK, p.packetId, codes);
 }
