@@ -19,6 +19,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import mqtt from 'mqtt';
 import { Proc } from '../test/helpers/processes.js';
 import { checkDeliveries, type AckedMessage, type CrashReport, type QoS, type ReceivedMessage } from '../test/chaos/crash-checker.js';
+import { prng } from '../test/helpers/prng.js';
 
 type MqttClient = ReturnType<typeof mqtt.connect>;
 type ClientOptions = NonNullable<Parameters<typeof mqtt.connect>[1]>;
@@ -128,18 +129,6 @@ class SessionStore extends mqtt.Store {
     cb();
     return this;
   }
-}
-
-/** mulberry32: small, seeded, good enough for choosing delays. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function keyOf(payload: Buffer | string): string {

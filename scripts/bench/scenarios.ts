@@ -162,6 +162,21 @@ const durableFlags = (n: number): string[] => [
 /** mqttbench publishers of the uplink scenario: 10 publishers, QoS 1, 200 B, window 16, no subscriber. */
 export const uplinkPubFlags = (n: number): string[] => durableFlags(n);
 
+/** Messages lost in two passes of a run, summed over the runs (null when neither pass reported). */
+const lostInPasses = (label: string, a: string, b: string): MetricDef => ({
+  key: 'lost',
+  label,
+  unit: 'msgs',
+  better: null,
+  agg: 'sum',
+  digits: 0,
+  value: (r) => {
+    const x = num(passJson(r, a), 'lost');
+    const y = num(passJson(r, b), 'lost');
+    return x === null && y === null ? null : (x ?? 0) + (y ?? 0);
+  },
+});
+
 const up = (r: RunRecord): UplinkMeasures | null => (usable(r) ? (r.uplink ?? null) : null);
 
 /** Truck bytes written per message of a phase (informational: Mosquitto's ~0 is a deferral). */
@@ -438,19 +453,7 @@ export const SCENARIOS: readonly Scenario[] = [
           return usable(r) && v5 !== null && v4 ? v5 / v4 : null;
         },
       },
-      {
-        key: 'lost',
-        label: 'lost messages, both protocols (sum over runs, must be 0)',
-        unit: 'msgs',
-        better: null,
-        agg: 'sum',
-        digits: 0,
-        value: (r) => {
-          const a = num(passJson(r, 'v5'), 'lost');
-          const b = num(passJson(r, 'v4'), 'lost');
-          return a === null && b === null ? null : (a ?? 0) + (b ?? 0);
-        },
-      },
+      lostInPasses('lost messages, both protocols (sum over runs, must be 0)', 'v5', 'v4'),
     ],
   },
   {
@@ -541,19 +544,7 @@ export const SCENARIOS: readonly Scenario[] = [
       uplinkDisk('disk_backlog_pub', '(c) disk per message, backlog publish (HQ down)', (u) => u.backlogPubWriteBytes, (u) => u.backlog),
       uplinkDisk('disk_backlog_drain', '(c) disk per message, backlog drain', (u) => u.drainWriteBytes, (u) => u.backlog),
       uplinkDisk('disk_steady', '(c) disk per message, steady (publish + drain)', (u) => u.steadyWriteBytes, (u) => u.steady),
-      {
-        key: 'lost',
-        label: 'lost at HQ, steady + backlog (sum over runs, must be 0)',
-        unit: 'msgs',
-        better: null,
-        agg: 'sum',
-        digits: 0,
-        value: (r) => {
-          const a = num(passJson(r, 'steady'), 'lost');
-          const b = num(passJson(r, 'drain'), 'lost');
-          return a === null && b === null ? null : (a ?? 0) + (b ?? 0);
-        },
-      },
+      lostInPasses('lost at HQ, steady + backlog (sum over runs, must be 0)', 'steady', 'drain'),
     ],
   },
 ];

@@ -12,24 +12,13 @@ import type { ProtocolError } from '../../src/mqtt/errors.js';
 import { Reason } from '../../src/mqtt/reason-codes.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { RawClient } from '../helpers/raw-client.js';
+import { prng } from '../helpers/prng.js';
 
 const BASE_SEED = 0x5eed_c0de;
 const CASES_PER_KIND = 1000;
 const CONCURRENCY = 48;
 
 // --- seeded randomness ----------------------------------------------------------------------
-
-/** mulberry32: small, fast, good enough to drive a fuzzer; same seed → same sequence. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Rng {
   private readonly next: () => number;

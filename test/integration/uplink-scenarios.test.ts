@@ -26,20 +26,10 @@ import {
   type UplinkClass,
   type UplinkReport,
 } from '../helpers/uplink-checker.js';
+import { prng } from '../helpers/prng.js';
 
 // --- small utilities -----------------------------------------------------------------------------
 
-/** Seeded PRNG (mulberry32): the kill moments are the test's random input. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const SEED = Number(process.env.UPLINK_SCENARIO_SEED ?? Math.floor(Math.random() * 2 ** 31));
 
 function figures(name: string, f: Record<string, unknown>): void {
