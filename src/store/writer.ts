@@ -142,8 +142,9 @@ export class StoreWriter {
    */
   close(last: WriteBatch | null): string | null {
     if (this.closed) return null;
-    let id = 0;
-    if (last !== null && !last.empty && this.dead === null) id = this.commit(last);
+    if (last !== null && !last.empty && this.dead === null) this.commit(last);
+    // Every batch sent must have committed: the one still in flight too, not only `last`.
+    const id = this.nextBatch - 1;
     this.post({ type: 'close' });
     const deadline = Date.now() + CLOSE_TIMEOUT_MS;
     let outcome: string | null = this.dead;
