@@ -134,6 +134,8 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
     return this.pendingDeletes.has(seq) || this.sealedDeletes.has(seq);
   }
 
+  protected readonly isDeleting = (seq: number): boolean => this.deleting(seq);
+
   append(row: OutboxRow): void {
     if (!(row.seq > this.last)) throw new RangeError(`outbox seq ${row.seq} is not above ${this.last}`);
     this.last = row.seq;
@@ -322,9 +324,8 @@ export class SqliteOutboxStore extends OutboxStoreBase {
    * case while the link is up: rows are read soon after they commit) needs no SQL. Bounded by
    * TAIL_MAX_BYTES: beyond it the oldest rows leave the tail and tailFrom moves up.
    */
-  private readonly tail: Record<OutboxClass, ClassRows> = { alarm: new ClassRows(), event: new ClassRows(), telemetry: new ClassRows(), bulk: new ClassRows() };
+  private readonly tail = new CommittedRows();
   private readonly tailFrom: Record<OutboxClass, number> = { alarm: 0, event: 0, telemetry: 0, bulk: 0 };
-  private tailBytes = 0;
 
   constructor(
     private readonly state: SqliteStateStore,
@@ -409,37 +410,13 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     // The table is the committed view; the tail mirrors its newest rows.
     this.expiredSkip = { expiresAt: 0, seq: 0 };
     if (this.pendingMinExpiry < this.nextExpiry) this.nextExpiry = this.pendingMinExpiry;
-    for (const seq of this.sealedDeletes) {
-      for (const cls of OUTBOX_CLASSES) {
-        const row = this.tail[cls].live.get(seq);
-        if (row === undefined) continue;
-        this.tail[cls].remove(seq);
-        this.tailBytes -= row.size;
-        break;
-      }
+    for (const seq of this.sealedDeletes) this.tail.remove(seq);
+    for (const row of this.sealedAppends.values()) if (!this.sealedDeletes.has(row.seq)) this.tail.add(row);
+    // Over budget: the oldest rows leave the tail (they stay in the table).
+    while (this.tail.bytes > this.tailMaxBytes) {
+      const { cls, upTo } = this.tail.dropOldest();
+      if (upTo > this.tailFrom[cls]) this.tailFrom[cls] = upTo;
     }
-    for (const row of this.sealedAppends.values()) {
-      if (this.sealedDeletes.has(row.seq)) continue;
-      const t = this.tail[row.cls];
-      t.rows.push(row);
-      t.live.set(row.seq, row);
-      this.tailBytes += row.size;
-    }
-    while (this.tailBytes > this.tailMaxBytes) this.shrinkTail();
-  }
-
-  /** Drops the oldest rows of the largest class from the tail (they stay in the table). */
-  private shrinkTail(): void {
-    let cls: OutboxClass = 'bulk';
-    for (const c of OUTBOX_CLASSES) if (this.tail[c].live.size > this.tail[cls].live.size) cls = c;
-    const t = this.tail[cls];
-    const drop = Math.max(1, Math.ceil(t.rows.length / 4));
-    for (let i = 0; i < drop && i < t.rows.length; i++) {
-      const row = t.rows[i]!;
-      if (t.live.delete(row.seq)) this.tailBytes -= row.size;
-      if (row.seq > this.tailFrom[cls]) this.tailFrom[cls] = row.seq;
-    }
-    t.rows = t.rows.slice(drop);
   }
 
   private handOut(r: SqlRow): OutboxRow {
@@ -461,25 +438,16 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       this.handedOut.delete(seq);
       return known;
     }
-    for (const cls of OUTBOX_CLASSES) {
-      const row = this.tail[cls].live.get(seq);
-      if (row !== undefined) return ref(row);
-    }
+    const inTail = this.tail.get(seq);
+    if (inTail !== undefined) return ref(inTail);
     const r = this.stmt.lookup.get(seq) as { cls: number; size: number } | undefined;
     return r === undefined ? null : { seq, cls: classOf(r.cls), size: r.size };
   }
 
   readCommitted(cls: OutboxClass, afterSeq: number, limit: number): OutboxRow[] {
     const out: OutboxRow[] = [];
-    if (afterSeq >= this.tailFrom[cls]) {
-      // Everything after the cursor is in the tail.
-      const t = this.tail[cls];
-      for (let i = t.firstAfter(afterSeq); i < t.rows.length && out.length < limit; i++) {
-        const row = t.rows[i]!;
-        if (t.live.has(row.seq) && !this.deleting(row.seq)) out.push(row);
-      }
-      return out;
-    }
+    // Everything after the cursor is in the tail.
+    if (afterSeq >= this.tailFrom[cls]) return this.tail.after(cls, afterSeq, limit, this.isDeleting);
     let after = afterSeq;
     while (out.length < limit) {
       const want = limit - out.length;
@@ -607,6 +575,68 @@ class ClassRows {
   }
 }
 
+/**
+ * Committed rows held in memory, by class: the whole committed view of MemoryOutboxStore, the
+ * newest rows (the tail) of SqliteOutboxStore.
+ */
+class CommittedRows {
+  private readonly byClass: Record<OutboxClass, ClassRows> = {
+    alarm: new ClassRows(), event: new ClassRows(), telemetry: new ClassRows(), bulk: new ClassRows(),
+  };
+  private readonly classOfSeq = new Map<number, OutboxClass>();
+  /** Sum of the rows' sizes. */
+  bytes = 0;
+
+  of(cls: OutboxClass): ClassRows {
+    return this.byClass[cls];
+  }
+
+  get(seq: number): OutboxRow | undefined {
+    const cls = this.classOfSeq.get(seq);
+    return cls === undefined ? undefined : this.byClass[cls].live.get(seq);
+  }
+
+  /** Adds a row; its seq is above every seq of its class already held. */
+  add(row: OutboxRow): void {
+    const c = this.byClass[row.cls];
+    c.rows.push(row);
+    c.live.set(row.seq, row);
+    this.classOfSeq.set(row.seq, row.cls);
+    this.bytes += row.size;
+  }
+
+  remove(seq: number): void {
+    const cls = this.classOfSeq.get(seq);
+    if (cls === undefined) return;
+    const row = this.byClass[cls].live.get(seq)!;
+    this.classOfSeq.delete(seq);
+    this.byClass[cls].remove(seq);
+    this.bytes -= row.size;
+  }
+
+  /** Live rows of a class with seq > afterSeq, in seq order, at most limit, minus those `skip` names. */
+  after(cls: OutboxClass, afterSeq: number, limit: number, skip: (seq: number) => boolean): OutboxRow[] {
+    const c = this.byClass[cls];
+    const out: OutboxRow[] = [];
+    for (let i = c.firstAfter(afterSeq); i < c.rows.length && out.length < limit; i++) {
+      const row = c.rows[i]!;
+      if (c.live.has(row.seq) && !skip(row.seq)) out.push(row);
+    }
+    return out;
+  }
+
+  /** Drops the oldest quarter of the fullest class; returns it with the highest seq dropped. */
+  dropOldest(): { cls: OutboxClass; upTo: number } {
+    let cls: OutboxClass = 'bulk';
+    for (const c of OUTBOX_CLASSES) if (this.byClass[c].live.size > this.byClass[cls].live.size) cls = c;
+    // Live rows in insertion order, which is seq order.
+    const live = [...this.byClass[cls].live.keys()];
+    const drop = live.slice(0, Math.max(1, Math.ceil(live.length / 4)));
+    for (const seq of drop) this.remove(seq);
+    return { cls, upTo: drop[drop.length - 1] ?? 0 };
+  }
+}
+
 export interface MemoryOutboxStoreOptions {
   /**
    * The state store whose commits carry the outbox's (the broker's MemoryStateStore, so appends
@@ -617,20 +647,18 @@ export interface MemoryOutboxStoreOptions {
 }
 
 export class MemoryOutboxStore extends OutboxStoreBase {
-  private readonly byClass = new Map<OutboxClass, ClassRows>();
-  private readonly classOfSeq = new Map<number, OutboxClass>();
+  private readonly committedRows = new CommittedRows();
   private commitScheduled = false;
   /** No committed row expires before this. */
   private nextExpiry = Infinity;
 
   constructor(opts: MemoryOutboxStoreOptions = {}) {
     super(opts.host ?? new MemoryStateStore());
-    for (const cls of OUTBOX_CLASSES) this.byClass.set(cls, new ClassRows());
     this.host.attachParticipant(this);
   }
 
   private rowsOf(cls: OutboxClass): ClassRows {
-    return this.byClass.get(cls)!;
+    return this.committedRows.of(cls);
   }
 
   protected write(): void {
@@ -638,17 +666,9 @@ export class MemoryOutboxStore extends OutboxStoreBase {
   }
 
   protected afterCommit(): void {
-    for (const seq of this.sealedDeletes) {
-      const cls = this.classOfSeq.get(seq);
-      if (cls === undefined) continue;
-      this.classOfSeq.delete(seq);
-      this.rowsOf(cls).remove(seq);
-    }
+    for (const seq of this.sealedDeletes) this.committedRows.remove(seq);
     for (const row of this.sealedAppends.values()) {
-      const c = this.rowsOf(row.cls);
-      c.rows.push(row);
-      c.live.set(row.seq, row);
-      this.classOfSeq.set(row.seq, row.cls);
+      this.committedRows.add(row);
       if (row.expiresAt > 0 && row.expiresAt < this.nextExpiry) this.nextExpiry = row.expiresAt;
     }
   }
@@ -665,19 +685,12 @@ export class MemoryOutboxStore extends OutboxStoreBase {
   }
 
   protected lookupCommitted(seq: number): OutboxRowRef | null {
-    const cls = this.classOfSeq.get(seq);
-    const row = cls === undefined ? undefined : this.rowsOf(cls).live.get(seq);
+    const row = this.committedRows.get(seq);
     return row === undefined ? null : ref(row);
   }
 
   readCommitted(cls: OutboxClass, afterSeq: number, limit: number): OutboxRow[] {
-    const c = this.rowsOf(cls);
-    const out: OutboxRow[] = [];
-    for (let i = c.firstAfter(afterSeq); i < c.rows.length && out.length < limit; i++) {
-      const row = c.rows[i]!;
-      if (c.live.has(row.seq) && !this.deleting(row.seq)) out.push(copyRow(row));
-    }
-    return out;
+    return this.committedRows.after(cls, afterSeq, limit, this.isDeleting).map(copyRow);
   }
 
   newestPerTopic(cls: OutboxClass, limit: number): OutboxRow[] {
@@ -707,8 +720,8 @@ export class MemoryOutboxStore extends OutboxStoreBase {
     if (now < this.nextExpiry) return [];
     const found: ExpiredRef[] = [];
     let next = Infinity;
-    for (const c of this.byClass.values()) {
-      for (const row of c.live.values()) {
+    for (const cls of OUTBOX_CLASSES) {
+      for (const row of this.rowsOf(cls).live.values()) {
         if (row.expiresAt <= 0 || this.deleting(row.seq)) continue;
         if (row.expiresAt <= now) found.push({ ...ref(row), expiresAt: row.expiresAt });
         else if (row.expiresAt < next) next = row.expiresAt;
