@@ -32,6 +32,7 @@ import {
   type SqliteStateStore,
   type WriteBatch,
 } from './sqlite-state-store.js';
+import { noGaps, seqRuns } from './seq-runs.js';
 import type { StoreFault } from './state-store.js';
 
 /** A record with the bytes it counts for in the budget. */
@@ -335,7 +336,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     const db = state.db;
     this.write_ = {
       insert: state.statement(`INSERT OR REPLACE INTO outbox (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-      delete: state.statement('DELETE FROM outbox WHERE seq = ?'),
+      deleteRange: state.statement('DELETE FROM outbox WHERE seq BETWEEN ? AND ?'),
       setLastSeq: state.statement('UPDATE outbox_meta SET last_seq = max(last_seq, ?) WHERE id = 1'),
     };
     this.stmt = {
@@ -390,7 +391,10 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       );
     }
     if (this.pendingDeletes.size > 0) {
-      for (const seq of this.pendingDeletes) batch.run(s.delete, seq);
+      // HQ acknowledges mostly in order: consecutive seqs go as one range. (A seq between two runs
+      // may be a live row of another class, so runs never span a gap.)
+      const runs = seqRuns([...this.pendingDeletes], noGaps);
+      for (let i = 0; i < runs.length; i += 2) batch.run(s.deleteRange, runs[i], runs[i + 1]);
       batch.run(s.setLastSeq, this.last);
     }
   }

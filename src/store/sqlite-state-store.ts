@@ -51,6 +51,7 @@ import {
   type StoredState,
   type StoredSubscription,
 } from './state-store.js';
+import { seqRuns } from './seq-runs.js';
 import { StoreWriter, WriteBatch, type WriteFailure } from './writer.js';
 
 export { WriteBatch } from './writer.js';
@@ -82,6 +83,15 @@ export interface CommitParticipant {
 }
 
 export const MAX_COMMIT_WINDOW_MS = 50;
+
+/** A client's delivery deletes waiting to be written as ranges (see sealEntries). */
+interface WaitingDeletes {
+  seqs: number[];
+  max: number;
+}
+
+/** Seqs not on disk that one delivery-delete range may span (see flushDeletes). */
+const MAX_DELETE_GAP = 64;
 
 const enum Op {
   PutSession,
@@ -281,7 +291,7 @@ export class SqliteStateStore implements StateStore {
           'SELECT message_id, m_topic, m_payload, m_qos, m_retain, m_properties, m_sender, m_received_at, m_expires_at ' +
           'FROM deliveries WHERE client_id = ? AND seq = ? AND m_payload IS NOT NULL',
       ),
-      deleteDelivery: st('DELETE FROM deliveries WHERE client_id = ? AND seq = ?'),
+      deleteDeliveries: st('DELETE FROM deliveries WHERE client_id = ? AND seq BETWEEN ? AND ?'),
       putQos2: st('INSERT OR IGNORE INTO incoming_qos2 (client_id, packet_id) VALUES (?, ?)'),
       deleteQos2: st('DELETE FROM incoming_qos2 WHERE client_id = ? AND packet_id = ?'),
       putWill: st(
@@ -674,6 +684,9 @@ export class SqliteStateStore implements StateStore {
     // How many deliveries written in this batch reference each message, and the messages put in it.
     const needed = new Map<number, number>();
     const put = new Map<number, StoredMessage>();
+    // Delivery deletes wait, per client, to go out as seq ranges (seq-runs.ts), until a put for
+    // that client or its session's delete (which must see them done), or the end of the batch.
+    const deletes = new Map<string, WaitingDeletes>();
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
       if (e?.op === Op.PutDelivery) needed.set(e.messageId, (needed.get(e.messageId) ?? 0) + 1);
@@ -693,6 +706,7 @@ export class SqliteStateStore implements StateStore {
           out.run(s.putSession, e.clientId, e.expiryInterval, e.disconnectedAt);
           break;
         case Op.DeleteSession:
+          this.flushDeletes(out, deletes, e.clientId);
           for (const seq of [...(this.diskDeliveries.get(e.clientId)?.keys() ?? [])]) this.diskDelete(e.clientId, seq, gc);
           out.run(s.deleteSessionDeliveries, e.clientId);
           out.run(s.deleteSessionSubscriptions, e.clientId);
@@ -735,13 +749,24 @@ export class SqliteStateStore implements StateStore {
           );
           break;
         }
-        case Op.PutDelivery:
+        case Op.PutDelivery: {
+          // Only a put inside the waiting deletes' seq span could be caught by a range (new
+          // deliveries have higher seqs): the deletes go first then.
+          const waiting = deletes.get(e.clientId);
+          if (waiting !== undefined && e.seq <= waiting.max) this.flushDeletes(out, deletes, e.clientId);
           this.sealDelivery(out, e, inline.has(e.messageId) ? put.get(e.messageId) : undefined, gc);
           break;
-        case Op.DeleteDelivery:
-          out.run(s.deleteDelivery, e.clientId, e.seq);
+        }
+        case Op.DeleteDelivery: {
+          const waiting = deletes.get(e.clientId);
+          if (waiting === undefined) deletes.set(e.clientId, { seqs: [e.seq], max: e.seq });
+          else {
+            waiting.seqs.push(e.seq);
+            if (e.seq > waiting.max) waiting.max = e.seq;
+          }
           this.diskDelete(e.clientId, e.seq, gc);
           break;
+        }
         case Op.PutIncomingQos2:
           out.run(s.putQos2, e.clientId, e.packetId);
           break;
@@ -776,6 +801,7 @@ export class SqliteStateStore implements StateStore {
           break;
       }
     }
+    for (const clientId of [...deletes.keys()]) this.flushDeletes(out, deletes, clientId);
     // Unreferenced messages go in the same transaction; the highest id on disk waits.
     for (const id of this.gcWaiting) gc.add(id);
     this.gcWaiting.clear();
@@ -788,6 +814,24 @@ export class SqliteStateStore implements StateStore {
     }
     this.batch = [];
     this.pendingDeliveries = new Map();
+  }
+
+  /**
+   * Writes a client's waiting delivery deletes as seq ranges. A range may span seqs that are not on
+   * disk (never written, or deleted before): the mirror says which, since no put for this client
+   * came after the deletes. Gaps longer than MAX_DELETE_GAP are not looked through.
+   */
+  private flushDeletes(out: WriteBatch, deletes: Map<string, WaitingDeletes>, clientId: string): void {
+    const seqs = deletes.get(clientId)?.seqs;
+    if (seqs === undefined) return;
+    deletes.delete(clientId);
+    const onDisk = this.diskDeliveries.get(clientId);
+    const runs = seqRuns(seqs, (lo, hi) => {
+      if (hi - lo > MAX_DELETE_GAP) return false;
+      if (onDisk !== undefined) for (let s = lo + 1; s < hi; s++) if (onDisk.has(s)) return false;
+      return true;
+    });
+    for (let i = 0; i < runs.length; i += 2) out.run(this.s.deleteDeliveries, clientId, runs[i], runs[i + 1]);
   }
 
   /** One delivery put: an UPDATE when its row is on disk, else a row (with the message inline). */

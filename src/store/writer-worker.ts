@@ -2,6 +2,7 @@
 // is sent as one transaction, answers, then checkpoints when enough has been written.
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
+import { multiRowInsert } from './multi-row.js';
 import { FLAG_CLOSED, FLAG_DONE, FLAG_FAILED, type WorkerReply, type WorkerRequest } from './writer.js';
 
 const { path, flags } = workerData as { path: string; flags: Int32Array };
@@ -31,30 +32,77 @@ try {
   throw err;
 }
 
-const statements = new Map<number, Database.Statement>();
+/** A registered statement; an INSERT also gets a MULTI_ROWS-row form (multi-row.ts), prepared when first needed. */
+interface Registered {
+  stmt: Database.Statement;
+  sql: string;
+  /** undefined: not prepared yet; null: not a single-row INSERT. */
+  multi: Database.Statement | null | undefined;
+}
+
+/** Rows per multi-row INSERT: most of the per-statement saving, and a batch's runs are often shorter than 64. */
+const MULTI_ROWS = 16;
+
+const statements = new Map<number, Registered>();
 let walBytes = 0;
 let currentOps: unknown[] = [];
 const args: unknown[] = [];
 
-/** Runs the flat batch (statement id, parameter count, parameters; repeated); returns rough bytes written. */
+function multiOf(r: Registered): Database.Statement | null {
+  if (r.multi === undefined) {
+    const sql = multiRowInsert(r.sql, MULTI_ROWS);
+    r.multi = sql === null ? null : db.prepare(sql);
+  }
+  return r.multi;
+}
+
+/** Rough bytes a parameter adds to the WAL. */
+function paramBytes(p: unknown): number {
+  if (p instanceof Uint8Array || typeof p === 'string') return p.length;
+  return 0;
+}
+
+/**
+ * Runs the flat batch (statement id, parameter count, parameters; repeated); returns rough bytes
+ * written. A run of MULTI_ROWS or more of the same INSERT goes MULTI_ROWS rows per statement.
+ */
 const transaction = db.transaction((): number => {
   const ops = currentOps;
   let bytes = 0;
   for (let i = 0; i < ops.length; ) {
     const id = ops[i] as number;
     const n = ops[i + 1] as number;
-    const stmt = statements.get(id);
-    if (stmt === undefined) throw new Error(`store writer: unknown statement ${id}`);
+    const r = statements.get(id);
+    if (r === undefined) throw new Error(`store writer: unknown statement ${id}`);
+    const step = 2 + n;
+    const end = i + MULTI_ROWS * step;
+    let many = end <= ops.length;
+    for (let j = i + step; many && j < end; j += step) many = ops[j] === id;
+    const multi = many ? multiOf(r) : null;
+    if (multi !== null) {
+      args.length = MULTI_ROWS * n;
+      let a = 0;
+      for (let j = i; j < end; j += step) {
+        for (let k = 0; k < n; k++) {
+          const p = ops[j + 2 + k];
+          args[a++] = p;
+          bytes += paramBytes(p);
+        }
+      }
+      bytes += MULTI_ROWS * OP_OVERHEAD_BYTES;
+      multi.run(args);
+      i = end;
+      continue;
+    }
     args.length = n;
     for (let k = 0; k < n; k++) {
       const p = ops[i + 2 + k];
       args[k] = p;
-      if (p instanceof Uint8Array) bytes += p.length;
-      else if (typeof p === 'string') bytes += p.length;
+      bytes += paramBytes(p);
     }
-    i += 2 + n;
     bytes += OP_OVERHEAD_BYTES;
-    stmt.run(...args);
+    r.stmt.run(args);
+    i += step;
   }
   return bytes;
 });
@@ -95,7 +143,7 @@ port.on('message', (req: WorkerRequest) => {
   switch (req.type) {
     case 'statement':
       try {
-        statements.set(req.id, db.prepare(req.sql));
+        statements.set(req.id, { stmt: db.prepare(req.sql), sql: req.sql, multi: undefined });
       } catch (err) {
         post({ type: 'fatal', message: `store writer: cannot prepare ${req.sql}: ${err instanceof Error ? err.message : String(err)}` });
       }

@@ -245,6 +245,35 @@ export function describeStateStoreConformance(name: string, factory: StateStoreF
       expect(state.messages.size).to.equal(0);
     });
 
+    it('deletes only the deliveries asked for when acknowledgements leave gaps, across commits', async () => {
+      // (SQLite writes runs of deletes as seq ranges: the kept seqs in between must survive.)
+      store.putSession('gap', 60, 0);
+      for (let i = 1; i <= 12; i++) {
+        store.putMessage(i, message(`m${i}`));
+        store.putDelivery('gap', delivery(i, i));
+      }
+      await store.commit();
+      for (const seq of [1, 2, 3, 5, 6, 9, 12]) store.deleteDelivery('gap', seq);
+      // Never stored: put and deleted in this batch, between seqs deleted from disk.
+      store.putMessage(13, message('m13'));
+      store.putDelivery('gap', delivery(13, 13));
+      store.deleteDelivery('gap', 13);
+      let state = await reopen();
+      expect(sessionOf(state, 'gap').deliveries.map((d) => d.seq)).to.deep.equal([4, 7, 8, 10, 11]);
+
+      // A delete, then a put of the same seq in the same batch: the put wins.
+      store.deleteDelivery('gap', 7);
+      store.deleteDelivery('gap', 8);
+      store.putDelivery('gap', delivery(7, 7, { state: 'publish', packetId: 9 }));
+      state = await reopen();
+      expect(sessionOf(state, 'gap').deliveries).to.deep.equal([
+        delivery(4, 4),
+        delivery(7, 7, { state: 'publish', packetId: 9 }),
+        delivery(10, 10),
+        delivery(11, 11),
+      ]);
+    });
+
     it('stores and deletes incoming QoS 2 packet ids', async () => {
       store.putSession('q', 60, 0);
       store.putIncomingQos2('q', 5);
