@@ -2,6 +2,7 @@
 // is sent as one transaction, answers, then checkpoints when enough has been written.
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
+import { JOURNAL_SIZE_LIMIT, WAL_AUTOCHECKPOINT_PAGES } from './db.js';
 import { multiRowInsert } from './multi-row.js';
 import { FLAG_CLOSED, FLAG_DONE, FLAG_FAILED, type WorkerReply, type WorkerRequest } from './writer.js';
 
@@ -9,7 +10,7 @@ const { path, flags } = workerData as { path: string; flags: Int32Array };
 const port = parentPort!;
 
 /** Estimated WAL bytes after which a PASSIVE checkpoint runs (after the answer is sent). */
-const CHECKPOINT_AFTER_BYTES = 1024 * 1024;
+const CHECKPOINT_AFTER_BYTES = 4 * 1024 * 1024;
 /** Rough WAL cost of one statement beyond its parameters. */
 const OP_OVERHEAD_BYTES = 96;
 const BUSY_TIMEOUT_MS = 5000;
@@ -23,8 +24,8 @@ try {
   db = new Database(path, { timeout: BUSY_TIMEOUT_MS });
   // Per-connection settings (journal_mode = WAL is stored in the file; see db.ts for the why).
   db.pragma('synchronous = FULL');
-  db.pragma('wal_autocheckpoint = 1000');
-  db.pragma('journal_size_limit = 4194304');
+  db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
+  db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT}`);
   db.pragma('temp_store = MEMORY');
   db.pragma('foreign_keys = OFF');
 } catch (err) {
