@@ -19,7 +19,7 @@
 import fs from 'node:fs';
 import { encodeProperties } from '../store/sqlite-state-store.js';
 import type { OutboxRow, OutboxStore } from '../store/outbox-store.js';
-import { emptyTotals, floorCapacity, outboxCapacity, planEviction, totalBytes } from './eviction.js';
+import { emptyTotals, floorCapacity, outboxCapacity, planEviction } from './eviction.js';
 import {
   OUTBOX_CLASSES,
   type Outbox,
@@ -80,21 +80,6 @@ export interface OutboxHandle extends Outbox {
   capacity(): number;
 }
 
-function toRecord(row: OutboxRow): OutboxRecord {
-  const rec: OutboxRecord = {
-    seq: row.seq,
-    cls: row.cls,
-    localTopic: row.localTopic,
-    topic: row.topic,
-    payload: row.payload,
-    qos: row.qos,
-    createdAt: row.createdAt,
-    expiresAt: row.expiresAt,
-  };
-  if (row.properties !== undefined) rec.properties = row.properties;
-  return rec;
-}
-
 export function createOutbox(opts: CreateOutboxOptions): OutboxHandle {
   const { store, budgetBytes, minFreeBytes, dataDir } = opts;
   const now = opts.now ?? Date.now;
@@ -113,7 +98,7 @@ export function createOutbox(opts: CreateOutboxOptions): OutboxHandle {
       try {
         const st = statfs(dataDir);
         floorCap = floorCapacity({
-          outboxBytes: totalBytes(store.totals()),
+          outboxBytes: store.totalBytes(),
           freeBytes: st.bavail * st.bsize,
           reusableBytes: store.reusableBytes(),
           minFreeBytes,
@@ -135,10 +120,10 @@ export function createOutbox(opts: CreateOutboxOptions): OutboxHandle {
     append(rec) {
       const size = recordSize(rec);
       const t = now();
-      const totals = store.totals();
       const cap = capacity(t);
       let wrote = false;
-      if (totalBytes(totals) + size > cap) {
+      if (store.totalBytes() + size > cap) {
+        const totals = store.totals();
         const expiredRefs = store.expired(t, EXPIRED_SCAN_LIMIT);
         const expired = emptyTotals();
         for (const r of expiredRefs) {
@@ -176,10 +161,23 @@ export function createOutbox(opts: CreateOutboxOptions): OutboxHandle {
           }
         }
       }
-      const row: OutboxRow = { ...rec, seq: store.lastSeq + 1, size };
+      // One object per message: the store keeps it and reads hand it out (records are read-only).
+      const row: OutboxRow = {
+        seq: store.lastSeq + 1,
+        cls: rec.cls,
+        localTopic: rec.localTopic,
+        topic: rec.topic,
+        payload: rec.payload,
+        qos: rec.qos,
+        createdAt: rec.createdAt,
+        expiresAt: rec.expiresAt,
+        size,
+      };
+      // The broker's properties object may be shared with other deliveries of the message.
+      if (rec.properties !== undefined) row.properties = { ...rec.properties };
       store.append(row);
       onWrite();
-      return toRecord(row);
+      return row;
     },
 
     remove(seq) {
@@ -201,7 +199,7 @@ export function createOutbox(opts: CreateOutboxOptions): OutboxHandle {
               wrote = true;
             }
           } else {
-            out.push(toRecord(row));
+            out.push(row);
           }
         }
         const last = rows[rows.length - 1];
@@ -223,7 +221,7 @@ export function createOutbox(opts: CreateOutboxOptions): OutboxHandle {
             wrote = true;
           }
         } else {
-          out.push(toRecord(row));
+          out.push(row);
         }
       }
       if (wrote) onWrite();

@@ -73,9 +73,16 @@ export function compileDownlinkRoute(r: { remote: string; local: string; qos: nu
 
 /** Maps a topic matched by a route's filter to the other side. */
 export function mapTopic(route: { targetPrefix: string; literalLevels: number }, topic: string): string {
-  const rest = topic.split('/').slice(route.literalLevels).join('/');
+  // Where the levels after the literal ones start (-1: the topic has no more levels). Runs for
+  // every uplink message: indexOf, not split and join.
+  let at = 0;
+  for (let i = 0; i < route.literalLevels && at >= 0; i++) {
+    const slash = topic.indexOf('/', at);
+    at = slash < 0 ? -1 : slash + 1;
+  }
+  const rest = at < 0 ? '' : topic.slice(at);
   if (route.targetPrefix === '') return rest;
-  return rest === '' && route.literalLevels === topic.split('/').length ? route.targetPrefix : `${route.targetPrefix}/${rest}`;
+  return at < 0 ? route.targetPrefix : `${route.targetPrefix}/${rest}`;
 }
 
 /** The first route whose filter matches the topic, or undefined. First match wins (config order). */

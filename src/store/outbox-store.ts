@@ -23,7 +23,7 @@
 // reached HQ (see above) and no publisher was acknowledged for them.
 import type { QoS } from '../mqtt/packets.js';
 import { OUTBOX_CLASSES, type OutboxClass, type OutboxRecord } from '../bridge/types.js';
-import { emptyTotals, type ClassTotalsByClass } from '../bridge/eviction.js';
+import { emptyTotals, totalBytes, type ClassTotalsByClass } from '../bridge/eviction.js';
 import { MemoryStateStore } from './memory-state-store.js';
 import {
   decodeProperties,
@@ -63,7 +63,11 @@ export interface OutboxStore {
   readonly committedSeq: number;
   /** Appends or deletes wait for a commit. */
   readonly hasPending: boolean;
-  /** Adds a row; its seq must be greater than lastSeq. Committed with the next grouped commit. */
+  /**
+   * Adds a row; its seq must be greater than lastSeq. Committed with the next grouped commit. The
+   * store keeps the object (no copy per message): the caller must not change it afterwards, and
+   * reads may hand out that same object.
+   */
   append(row: OutboxRow): void;
   /** Deletes a row (committed or pending). Returns what it was, or null when there is no such row. */
   delete(seq: number): OutboxRowRef | null;
@@ -77,6 +81,8 @@ export interface OutboxStore {
   expired(now: number, limit: number): OutboxRowRef[];
   /** Count and bytes per class (pending appends and deletes included). A copy. */
   totals(): ClassTotalsByClass;
+  /** Bytes of all classes (as totals(), without the copy: asked on every append). */
+  totalBytes(): number;
   /** Free bytes inside the database file (reused before it grows); 0 in memory. */
   reusableBytes(): number;
   /** Called after each commit that made appends readable, with committedSeq. Returns an unsubscribe. */
@@ -140,7 +146,7 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
   append(row: OutboxRow): void {
     if (!(row.seq > this.last)) throw new RangeError(`outbox seq ${row.seq} is not above ${this.last}`);
     this.last = row.seq;
-    this.pendingAppends.set(row.seq, copyRow(row));
+    this.pendingAppends.set(row.seq, row);
     const t = this.counts[row.cls];
     t.count++;
     t.bytes += row.size;
@@ -166,6 +172,10 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
     t.count--;
     t.bytes -= found.size;
     return found;
+  }
+
+  totalBytes(): number {
+    return totalBytes(this.counts);
   }
 
   totals(): ClassTotalsByClass {
@@ -266,32 +276,37 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
   }
 }
 
-interface SqlRow {
-  seq: number;
-  cls: number;
-  local_topic: string;
-  topic: string;
-  payload: Buffer;
-  qos: number;
-  properties: string | null;
-  created_at: number;
-  expires_at: number;
-  size: number;
-}
+/**
+ * A row as the read statements return it: an array in COLUMNS order (better-sqlite3's raw mode,
+ * measured 30 % cheaper per row than an object with named keys; the backlog drain reads every
+ * row of a large outbox from here).
+ */
+type SqlRow = [
+  seq: number,
+  cls: number,
+  localTopic: string,
+  topic: string,
+  payload: Buffer,
+  qos: number,
+  properties: string | null,
+  createdAt: number,
+  expiresAt: number,
+  size: number,
+];
 
 function rowFromSql(r: SqlRow): OutboxRow {
   const row: OutboxRow = {
-    seq: r.seq,
-    cls: classOf(r.cls),
-    localTopic: r.local_topic,
-    topic: r.topic,
-    payload: r.payload,
-    qos: r.qos as QoS,
-    createdAt: r.created_at,
-    expiresAt: r.expires_at,
-    size: r.size,
+    seq: r[0],
+    cls: classOf(r[1]),
+    localTopic: r[2],
+    topic: r[3],
+    payload: r[4],
+    qos: r[5] as QoS,
+    createdAt: r[7],
+    expiresAt: r[8],
+    size: r[9],
   };
-  if (r.properties !== null) row.properties = decodeProperties(r.properties);
+  if (r[6] !== null) row.properties = decodeProperties(r[6]);
   return row;
 }
 
@@ -341,9 +356,9 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     };
     this.stmt = {
       lookup: db.prepare('SELECT cls, size FROM outbox WHERE seq = ?'),
-      after: db.prepare(`SELECT ${COLUMNS} FROM outbox WHERE cls = ? AND seq > ? ORDER BY seq LIMIT ?`),
+      after: db.prepare(`SELECT ${COLUMNS} FROM outbox WHERE cls = ? AND seq > ? ORDER BY seq LIMIT ?`).raw(true),
       // The newest rows of a class, newest first (outbox_by_class backwards).
-      newestOfClass: db.prepare(`SELECT ${COLUMNS} FROM outbox WHERE cls = ? ORDER BY seq DESC LIMIT ?`),
+      newestOfClass: db.prepare(`SELECT ${COLUMNS} FROM outbox WHERE cls = ? ORDER BY seq DESC LIMIT ?`).raw(true),
       expired: db.prepare(
         'SELECT seq, cls, size, expires_at FROM outbox WHERE expires_at > 0 AND (expires_at, seq) > (?, ?) ' +
           'AND expires_at <= ? ORDER BY expires_at, seq LIMIT ?',
@@ -458,12 +473,12 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       const rows = this.stmt.after.all(CLASS_CODE[cls], after, want) as SqlRow[];
       for (const r of rows) {
         // Committed by the writer but not confirmed yet: next time.
-        if (r.seq > this.committedMax) return out;
-        if (!this.deleting(r.seq)) out.push(this.handOut(r));
+        if (r[0] > this.committedMax) return out;
+        if (!this.deleting(r[0])) out.push(this.handOut(r));
       }
       const lastRow = rows[rows.length - 1];
       if (rows.length < want || lastRow === undefined) break;
-      after = lastRow.seq;
+      after = lastRow[0];
     }
     return out;
   }
@@ -476,8 +491,8 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     const seen = new Set<string>();
     const out: OutboxRow[] = [];
     for (const r of this.stmt.newestOfClass.iterate(CLASS_CODE[cls], NEWEST_SCAN_ROWS) as IterableIterator<SqlRow>) {
-      if (r.seq > this.committedMax || this.deleting(r.seq) || seen.has(r.local_topic)) continue;
-      seen.add(r.local_topic);
+      if (r[0] > this.committedMax || this.deleting(r[0]) || seen.has(r[2])) continue;
+      seen.add(r[2]);
       out.push(this.handOut(r));
       if (out.length >= limit) break;
     }
