@@ -10,7 +10,7 @@
 //   is delivered once.
 // - Every step of a connect is bounded: MQTT.js's connectTimeout covers TCP, TLS and CONNACK;
 //   our own attempt timer also covers the status publish that completes "up".
-// - Half-open detection: only traffic received from HQ counts as proof of life ('packetreceive').
+// - Half-open detection: only traffic received from HQ counts as proof of life (any bytes).
 //   After one keepalive of silence we send a PINGREQ; after 2× keepalive the connection is
 //   destroyed and the next attempt starts. TCP keepalive is set on the socket as well.
 // - Status: retained "online" at the status topic once connected, "offline" as the will (QoS 1,
@@ -19,8 +19,10 @@
 // - A broken or hostile HQ (protocol errors, refused CONNACK, wrong SUBACK, a downlink flood) is
 //   logged and the connection restarted with backoff. No handler ever throws.
 // - Uplink PUBLISH at QoS 0 and 1 bypasses MQTT.js: the forwarder's records are encoded with our
-//   own codec straight into one buffer per event-loop turn and written to MQTT.js's socket in one
-//   call, and their PUBACKs are matched here. MQTT.js still owns the connection (CONNECT,
+//   own codec straight into one buffer per event-loop turn and written to the connection in one
+//   call, and their PUBACKs are taken out of the inbound bytes before MQTT.js sees them (the
+//   connection is our HqStream, hq-stream.ts, given to MQTT.js as its stream). MQTT.js still owns
+//   the protocol (CONNECT,
 //   SUBSCRIBE, keepalive, the downlink, QoS 2) and hands out packet ids from the same PacketIds
 //   allocator, so ids never collide. Why: MQTT.js spends about 10 µs of CPU per publish (option
 //   cloning, its outgoing store, a write per packet part), more than the rest of the uplink.
@@ -35,6 +37,7 @@ import { expandGateway } from './routes.js';
 import type { ForwarderLink } from './forwarder.js';
 import { writePublish, type PublishSource } from '../mqtt/codec/encode.js';
 import { OutBuffer } from '../mqtt/codec/out-buffer.js';
+import { HqStream, PubackTap, type HqSocketOptions } from './hq-stream.js';
 
 /**
  * Packet ids of one connection, shared by MQTT.js (as its messageIdProvider) and our own uplink
@@ -364,22 +367,20 @@ export class Link implements ForwarderLink {
     stream.write(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
   }
 
-  /** A PUBACK for one of our direct publishes. False when the id is not ours. */
-  private directAck(packet: { messageId?: number; reasonCode?: number }): boolean {
-    const id = packet.messageId;
-    if (id === undefined) return false;
+  /** A PUBACK for one of our direct publishes (from PubackTap). False when the id is not ours. */
+  private directAck(id: number, reasonCode: number): boolean {
     const done = this.pendingAcks.get(id);
     if (done === undefined) return false;
     this.pendingAcks.delete(id);
     this.ids.deallocate(id);
-    const rc = packet.reasonCode ?? 0;
-    done(rc >= 0x80 ? new PublishRefused(rc) : null);
+    done(reasonCode >= 0x80 ? new PublishRefused(reasonCode) : null);
     return true;
   }
 
   bufferedBytes(): number {
-    const s = this.client?.stream as { writableLength?: number } | undefined;
-    return (s?.writableLength ?? 0) + this.outgoing.length;
+    const s = this.client?.stream;
+    const queued = s instanceof HqStream ? s.bufferedBytes : 0;
+    return queued + this.outgoing.length;
   }
 
   // --- the connection loop --------------------------------------------------------------------
@@ -451,6 +452,7 @@ export class Link implements ForwarderLink {
     return out;
   }
 
+  /** MQTT.js's options (the connection itself is HqStream's, see socketOptions). */
   private clientOptions(endpoint: string): ClientOptions {
     const { host, port } = parseEndpoint(endpoint);
     const c = this.cfg;
@@ -472,15 +474,15 @@ export class Link implements ForwarderLink {
     if (c.username) o.username = c.username;
     if (c.password) o.password = c.password;
     if (this.version === 5) o.properties = { sessionExpiryInterval: c.session_expiry_s };
-    if (c.tls.enabled) {
-      const files = this.loadTls();
-      if (files.ca) o.ca = files.ca;
-      if (files.cert) o.cert = files.cert;
-      if (files.key) o.key = files.key;
-      o.rejectUnauthorized = true;
-      if (c.tls.servername) o.servername = c.tls.servername;
-    }
     return o;
+  }
+
+  /** Where and how HqStream connects: TCP, or TLS with the configured CA, client certificate and name. */
+  private socketOptions(endpoint: string): HqSocketOptions {
+    const { host, port } = parseEndpoint(endpoint);
+    const t = this.cfg.tls;
+    if (!t.enabled) return { host, port };
+    return { host, port, tls: { ...this.loadTls(), ...(t.servername ? { servername: t.servername } : {}) } };
   }
 
   private attempt(): void {
@@ -497,7 +499,18 @@ export class Link implements ForwarderLink {
       this.ids = new PacketIds();
       this.pendingAcks = new Map();
       this.outgoing.take();
-      client = mqtt.connect({ ...this.clientOptions(endpoint), messageIdProvider: this.ids });
+      const socket = this.socketOptions(endpoint);
+      // PUBACKs of our direct publishes are matched in the stream, before MQTT.js (hq-stream.ts).
+      const tap = new PubackTap((id, reasonCode) => this.client === client && this.directAck(id, reasonCode));
+      const onData = (): void => {
+        if (this.client === client) this.lastRx = Date.now();
+      };
+      client = new mqtt.MqttClient(() => new HqStream(socket, tap, onData), {
+        ...this.clientOptions(endpoint),
+        messageIdProvider: this.ids,
+      });
+      // (mqtt.connect() adds one too: an 'error' before ours is attached must not throw.)
+      client.on('error', () => {});
     } catch (err) {
       // Bad TLS files, an invalid option: counts as a failed attempt.
       this.failed(null, errorText(err));
@@ -521,7 +534,6 @@ export class Link implements ForwarderLink {
       if (!current()) return;
       this.lastRx = Date.now();
       if (packet.cmd === 'publish') this.countDownlink(client);
-      else if (packet.cmd === 'puback' && this.directAck(packet)) return;
       else if (ACK_CMDS.has(packet.cmd)) {
         // MQTT.js ignores an ack for a packet id it never sent: for us that is a broken HQ.
         const id = (packet as { messageId?: number }).messageId;
@@ -553,12 +565,10 @@ export class Link implements ForwarderLink {
       if (!current()) return;
       this.failed(client, this.st.state === 'up' ? 'connection lost' : 'connection closed before it was up');
     });
-    const stream = client.stream as { setKeepAlive?: (on: boolean, ms: number) => void; setNoDelay?: (on: boolean) => void } | undefined;
-    try {
-      stream?.setKeepAlive?.(true, Math.max(1000, Math.floor(this.keepaliveMs / 2)));
-      stream?.setNoDelay?.(true);
-    } catch {
-      // not a socket (never with mqtt:// or mqtts://)
+    const stream = client.stream;
+    if (stream instanceof HqStream) {
+      stream.socket.setKeepAlive(true, Math.max(1000, Math.floor(this.keepaliveMs / 2)));
+      stream.socket.setNoDelay(true);
     }
     // Covers TCP, TLS, CONNACK and the "online" status ack that completes "up".
     this.attemptTimer = setTimeout(() => {

@@ -128,9 +128,11 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-function connectClient(port: number, opts: IClientOptions = {}): Promise<MqttClient> {
+/** `beforeConnack` sees the client first: messages queued in its session may arrive right behind the CONNACK. */
+function connectClient(port: number, opts: IClientOptions = {}, beforeConnack?: (c: MqttClient) => void): Promise<MqttClient> {
   return new Promise((resolve, reject) => {
     const c = mqtt.connect({ host: '127.0.0.1', port, reconnectPeriod: 0, connectTimeout: 3000, ...opts });
+    beforeConnack?.(c);
     c.once('connect', () => resolve(c));
     c.once('error', (err) => {
       c.end(true);
@@ -330,9 +332,13 @@ describe('uplink bridge with Mosquitto as HQ', function () {
 
     await hq.start();
     // hq-app's session (and its subscription) came back from Mosquitto's persistence file.
-    const back = await connectClient(hq.port, { protocolVersion: 5, clientId: 'hq-app', clean: false, properties: { sessionExpiryInterval: 300 } });
+    // The backlog may already be queued in the session: listen before the CONNACK.
+    let inbox2!: Inbox;
+    const back = await connectClient(
+      hq.port, { protocolVersion: 5, clientId: 'hq-app', clean: false, properties: { sessionExpiryInterval: 300 } },
+      (c) => (inbox2 = new Inbox(c)),
+    );
     clients.push(back);
-    const inbox2 = new Inbox(back);
     await inbox2.waitFor((g) => g.filter((m) => /^p\d+$/.test(m.payload)).length >= 20, 'the backlog at HQ', 15_000);
     const msgs = inbox2.got.filter((m) => /^p\d+$/.test(m.payload));
     // The newest per topic (p20) may come first after the reconnect; then the backlog in order.
