@@ -7,6 +7,7 @@ import { applySecurity } from './security/setup.js';
 import { certExpiryAlarm, checkCertificateFiles, type WatchedFile } from './security/cert-expiry.js';
 import type { StateStore } from './store/state-store.js';
 import type { Bridge } from './bridge/bridge.js';
+import type { IncomingQos2Store } from './bridge/incoming-qos2.js';
 import type { Config } from './config/schema.js';
 import type { Logger } from './diagnostics/log.js';
 import { Broker, type BrokerLimits } from './broker/broker.js';
@@ -105,15 +106,23 @@ function watchedCertificates(config: Config): WatchedFile[] {
 /**
  * The outbox shares the broker's store (one database, one grouped commit: a message routed
  * uplink is acknowledged to its LAN publisher only once it is in the outbox) and the bridge
- * drains it to HQ. Without a store the outbox is in memory.
+ * drains it to HQ. QoS 2 orders from HQ wait for their PUBREL in the same database. Without a
+ * store both are in memory.
  */
 async function startUplink(config: Config, broker: Broker, store: StateStore | undefined, log: Logger): Promise<Bridge> {
   // Loaded only when enabled: MQTT.js and the outbox are a large part of the memory of a gateway.
-  const [{ MemoryOutboxStore, SqliteOutboxStore }, { createOutbox }, { startBridge }] = await Promise.all([
-    import('./store/outbox-store.js'), import('./bridge/outbox.js'), import('./bridge/bridge.js'),
+  const [{ MemoryOutboxStore, SqliteOutboxStore }, { createOutbox }, { startBridge }, { expandGateway }] = await Promise.all([
+    import('./store/outbox-store.js'), import('./bridge/outbox.js'), import('./bridge/bridge.js'), import('./bridge/routes.js'),
   ]);
   const { SqliteStateStore } = await import('./store/sqlite-state-store.js');
-  const outboxStore = store instanceof SqliteStateStore ? new SqliteOutboxStore(store) : new MemoryOutboxStore({});
+  const durable = store instanceof SqliteStateStore ? store : null;
+  const outboxStore = durable ? new SqliteOutboxStore(durable) : new MemoryOutboxStore({});
+  let incomingQos2: IncomingQos2Store | undefined;
+  if (durable) {
+    const { SqliteIncomingQos2Store } = await import('./store/incoming-qos2-store.js');
+    const clientId = expandGateway(config.uplink.client_id, config.uplink.gateway_id);
+    incomingQos2 = new SqliteIncomingQos2Store({ state: durable, clientId, log });
+  }
   const outbox = createOutbox({
     store: outboxStore,
     budgetBytes: config.outbox.budget_bytes,
@@ -124,7 +133,9 @@ async function startUplink(config: Config, broker: Broker, store: StateStore | u
     },
     log,
   });
-  const bridge = startBridge({ uplink: config.uplink, outbox: config.outbox, broker, store: outbox, log });
+  const bridge = startBridge({
+    uplink: config.uplink, outbox: config.outbox, broker, store: outbox, log, ...(incomingQos2 ? { incomingQos2 } : {}),
+  });
   // Records become readable once committed: that is when the forwarder looks again.
   outbox.onCommitted(() => bridge.forwarder.nudge());
   return bridge;

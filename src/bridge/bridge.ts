@@ -10,6 +10,7 @@ import { Forwarder, type ForwarderStats } from './forwarder.js';
 import { Link, UPLINK_SENDER_ID, type LinkStatus } from './link.js';
 import { compileDownlinkRoute, compileUplinkRoute, findRoute, mapTopic, type UplinkRoute } from './routes.js';
 import type { Outbox, OutboxStats } from './types.js';
+import type { IncomingQos2Store } from './incoming-qos2.js';
 import { loadGatewayKey } from '../security/keys.js';
 import { createOrderVerifier, type OrderVerifier, type OrderVerifierStats } from '../security/order-verifier.js';
 
@@ -55,6 +56,8 @@ export interface BridgeOptions {
   random?: () => number;
   /** Verifier for downlink routes with verify; default: built from [uplink.signing] when a route needs one. */
   verifier?: OrderVerifier;
+  /** Where QoS 2 downlink orders wait for HQ's PUBREL (durable with a data directory); default in memory. */
+  incomingQos2?: IncomingQos2Store;
 }
 
 /** Topic → route cache entries kept at most (the cache is dropped when it grows past this). */
@@ -81,6 +84,7 @@ export function startBridge(opts: BridgeOptions): Bridge {
     downlink: downRoutes.map((d) => ({ filter: d.filter, qos: d.qos })),
     broker,
     ...(opts.random ? { random: opts.random } : {}),
+    ...(opts.incomingQos2 ? { incomingQos2: opts.incomingQos2 } : {}),
   });
   const cache = new Map<string, UplinkRoute | null>();
   const routeFor = (topic: string): UplinkRoute | null => {

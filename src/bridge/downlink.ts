@@ -1,7 +1,8 @@
 // Downlink: a message from HQ on a downlink filter enters the local broker through the ordinary
 // publish path (limits and, later, ACLs apply), with the sender id '$uplink' so that the publish
 // tap never sends it back up. Retain is cleared (HQ's retained orders are delivered to the truck
-// as ordinary messages); application properties, user properties included, are kept.
+// as ordinary messages); application properties, user properties included, are kept. A QoS 2
+// message's `delivered` is called in the same turn as its local publish (see link.ts).
 //
 // Routes with `verify` deliver only signed orders (security/order-verifier.ts): a refused message is
 // dropped (the verifier counts, logs and raises the alarm); an accepted one is published once its
@@ -54,6 +55,8 @@ export class Downlink {
       const p: InternalPublish = { topic, payload: m.payload, qos: m.qos, retain: false };
       if (m.properties) p.properties = m.properties;
       this.opts.broker.publishInternal(p, UPLINK_SENDER_ID);
+      // Same turn as the publish: the held QoS 2 copy goes in the same commit as the delivery.
+      m.delivered?.();
       m.durable = this.opts.broker.committed();
       this.st.delivered++;
       return true;
@@ -82,6 +85,7 @@ export class Downlink {
           const p: InternalPublish = { topic, payload: v.payload, qos: m.qos, retain: false };
           if (v.properties) p.properties = v.properties;
           this.opts.broker.publishInternal(p, UPLINK_SENDER_ID);
+          m.delivered?.();
           this.st.delivered++;
           return this.opts.broker.committed();
         } catch (err) {

@@ -5,9 +5,15 @@
 //   drops, the loop starts again at the first endpoint after a backoff delay (reset once a link
 //   stayed up for backoff_reset_ms).
 // - Persistent session at HQ: clean session / clean start false, MQTT 5 session expiry. Downlink
-//   filters are subscribed after every connect (the session may have been lost). The QoS 2
-//   inbound store is kept across connections, so a QoS 2 order re-sent by HQ after a reconnect
-//   is delivered once.
+//   filters are subscribed after every connect (the session may have been lost).
+// - Downlink acknowledgements wait for the local commit. QoS 1: PUBACK once the message is durably
+//   in the local broker. QoS 2: MQTT.js holds the PUBLISH in our incoming store (incoming-qos2.ts)
+//   and sends PUBREC once put calls back, then delivers on PUBREL and sends PUBCOMP once the
+//   delivery is committed. With a data directory the store is durable (store/incoming-qos2-store.ts):
+//   PUBREC goes only after the order is committed, and the order's row is deleted in the same
+//   commit as its local delivery, so an order survives a crash between PUBREC and PUBREL and is
+//   delivered exactly once. The store is kept across connections (a PUBREL on the next connection
+//   of the session finds its order) and cleared when HQ reports no session.
 // - Every step of a connect is bounded: MQTT.js's connectTimeout covers TCP, TLS and CONNACK;
 //   our own attempt timer also covers the status publish that completes "up".
 // - Half-open detection: only traffic received from HQ counts as proof of life (any bytes).
@@ -27,7 +33,7 @@
 //   allocator, so ids never collide. Why: MQTT.js spends about 10 µs of CPU per publish (option
 //   cloning, its outgoing store, a write per packet part), more than the rest of the uplink.
 import { readFileSync } from 'node:fs';
-import mqtt, { type IClientOptions, type IClientPublishOptions, type IConnackPacket, type IPublishPacket, type MqttClient } from 'mqtt';
+import mqtt, { type IClientOptions, type IClientPublishOptions, type IConnackPacket, type IPublishPacket, type IStore, type MqttClient } from 'mqtt';
 import type { Logger } from '../diagnostics/log.js';
 import type { InternalPublish } from '../broker/message.js';
 import type { Properties, QoS, UserProperties } from '../mqtt/packets.js';
@@ -38,6 +44,7 @@ import type { ForwarderLink } from './forwarder.js';
 import { writePublish, type PublishSource } from '../mqtt/codec/encode.js';
 import { OutBuffer } from '../mqtt/codec/out-buffer.js';
 import { HqStream, PubackTap, type HqSocketOptions } from './hq-stream.js';
+import { ConnectionIncomingStore, MemoryIncomingQos2Store, type IncomingQos2Store } from './incoming-qos2.js';
 
 /**
  * Packet ids of one connection, shared by MQTT.js (as its messageIdProvider) and our own uplink
@@ -127,9 +134,15 @@ export interface DownlinkMessage {
   properties?: Properties;
   /**
    * Set by the handler: resolves once the message is durably in the local broker. HQ gets its
-   * PUBACK only then, so a power cut right after cannot lose an order HQ thinks delivered.
+   * PUBACK (PUBCOMP for QoS 2) only then, so a power cut right after cannot lose an order HQ
+   * thinks delivered.
    */
   durable?: Promise<void>;
+  /**
+   * Set by the link for QoS 2: the handler calls it in the same event-loop turn as it publishes
+   * the message locally, so the held copy is deleted in the same commit as the delivery.
+   */
+  delivered?: () => void;
 }
 
 export interface LinkOptions {
@@ -144,6 +157,11 @@ export interface LinkOptions {
   maxDownlinkPerSecond?: number;
   /** How long `stop()` waits for the "offline" status and DISCONNECT to go out. */
   stopTimeoutMs?: number;
+  /**
+   * Where QoS 2 downlink PUBLISHes wait for their PUBREL (see the header comment); default in
+   * memory (lost with the process).
+   */
+  incomingQos2?: IncomingQos2Store;
 }
 
 interface Listeners {
@@ -228,7 +246,7 @@ export class Link implements ForwarderLink {
   private readonly outgoing = new OutBuffer();
   private flushQueued = false;
   /** Shared by every connection: QoS 2 downlink de-duplication across reconnects within a session. */
-  private incomingStore = new mqtt.Store();
+  private readonly incomingStore: IncomingQos2Store;
   private st: LinkStatus;
   private started = false;
   private stopped = false;
@@ -254,6 +272,7 @@ export class Link implements ForwarderLink {
     this.statusTopic = expandGateway(opts.config.status_topic, opts.config.gateway_id);
     this.keepaliveMs = opts.config.keepalive_s * 1000;
     this.floodLimit = opts.maxDownlinkPerSecond ?? 1000;
+    this.incomingStore = opts.incomingQos2 ?? new MemoryIncomingQos2Store();
     this.backoff = new Backoff({
       initialMs: opts.config.backoff_initial_ms,
       maxMs: opts.config.backoff_max_ms,
@@ -468,7 +487,6 @@ export class Link implements ForwarderLink {
       reconnectPeriod: 0,
       resubscribe: false,
       queueQoSZero: false,
-      incomingStore: this.incomingStore,
       will: { topic: this.statusTopic, payload: Buffer.from('offline'), qos: 1, retain: true },
     };
     if (c.username) o.username = c.username;
@@ -508,6 +526,7 @@ export class Link implements ForwarderLink {
       client = new mqtt.MqttClient(() => new HqStream(socket, tap, onData), {
         ...this.clientOptions(endpoint),
         messageIdProvider: this.ids,
+        incomingStore: this.incomingStoreFor(() => client),
       });
       // (mqtt.connect() adds one too: an 'error' before ours is attached must not throw.)
       client.on('error', () => {});
@@ -577,14 +596,27 @@ export class Link implements ForwarderLink {
     }, this.cfg.connect_timeout_ms + 100);
   }
 
+  /**
+   * The incoming store as one client sees it: a put that failed restarts the connection instead
+   * of letting MQTT.js send PUBREC (HQ sends the PUBLISH again on the next connection).
+   */
+  private incomingStoreFor(client: () => MqttClient): IStore {
+    return new ConnectionIncomingStore(this.incomingStore, (packetId, err) => {
+      const c = client();
+      if (this.client !== c) return;
+      this.log.error({ err: err.message, packetId }, 'uplink: a QoS 2 order from HQ could not be stored; PUBREC withheld');
+      this.failed(c, `QoS 2 order (packet id ${packetId}) could not be stored: ${err.message}`);
+    });
+  }
+
   private connected(client: MqttClient, connack: IConnackPacket): void {
     const props = this.version === 5 ? connack.properties : undefined;
     const receiveMaximum = props?.receiveMaximum && props.receiveMaximum > 0 ? props.receiveMaximum : 65535;
     this.keepaliveMs = (props?.serverKeepAlive !== undefined && props.serverKeepAlive > 0 ? props.serverKeepAlive : this.cfg.keepalive_s) * 1000;
-    if (!connack.sessionPresent) {
-      // A new session at HQ: QoS 2 ids of the old one mean nothing now.
-      this.incomingStore = new mqtt.Store();
-      client.incomingStore = this.incomingStore;
+    if (!connack.sessionPresent && this.incomingStore.size > 0) {
+      // A new session at HQ: QoS 2 orders of the old one will never see their PUBREL.
+      this.log.warn({ orders: this.incomingStore.size }, 'uplink: HQ has no session for us: dropping QoS 2 orders that waited for PUBREL');
+      this.incomingStore.clear();
     }
     this.startWatchdog(client);
     // Downlink filters after every connect: the session may have been lost.
@@ -676,6 +708,8 @@ export class Link implements ForwarderLink {
     };
     const props = this.version === 5 ? fromMqttJsProperties(packet.properties) : undefined;
     if (props) msg.properties = props;
+    const id = packet.messageId;
+    if (packet.qos === 2 && id !== undefined) msg.delivered = () => this.incomingStore.release(id);
     this.emit('message', msg);
     this.lastDurable = msg.durable;
   }

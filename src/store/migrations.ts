@@ -164,6 +164,25 @@ export const MIGRATIONS: readonly Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    description: 'uplink_incoming_qos2: QoS 2 orders from HQ acknowledged with PUBREC and not yet delivered locally',
+    // One row per packet id of the uplink's HQ session (client_id: the uplink's client id at HQ),
+    // written before PUBREC and deleted in the transaction that delivers the order locally
+    // (store/incoming-qos2-store.ts). A rowid table, not WITHOUT ROWID: rows hold whole payloads.
+    sql: `
+      CREATE TABLE uplink_incoming_qos2 (
+        client_id TEXT NOT NULL,
+        packet_id INTEGER NOT NULL,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        properties TEXT,
+        received_at INTEGER NOT NULL,
+        PRIMARY KEY (client_id, packet_id)
+      );
+    `,
+  },
 ];
 
 /** The schema version this program writes and understands. */
@@ -184,4 +203,5 @@ export const EXPECTED_TABLES: Readonly<Record<string, readonly string[]>> = {
   outbox: ['seq', 'cls', 'local_topic', 'topic', 'payload', 'qos', 'properties', 'created_at', 'expires_at', 'size'],
   outbox_meta: ['id', 'last_seq'],
   signed_order_seq: ['kid', 'last_seq', 'accepted_at'],
+  uplink_incoming_qos2: ['client_id', 'packet_id', 'topic', 'payload', 'qos', 'retain', 'properties', 'received_at'],
 };

@@ -31,8 +31,10 @@
 // commit.
 //
 // Participants: another component writing to the same database (the uplink outbox, the signed-order
-// replay state) attaches a CommitParticipant. At each seal its pending work is added to the batch
-// (after the broker's entries), so both become durable with one fsync or not at all; commit()
+// replay state, the uplink's held QoS 2 downlink orders) attaches a CommitParticipant. At each seal
+// its pending work is added to the batch (after the broker's entries), so both become durable with
+// one fsync or not at all: what a participant records in the same event-loop turn as the broker's
+// changes (e.g. deleting a held QoS 2 order as it is published locally) commits with them. commit()
 // schedules a seal when only participants have work. Sealed work stays in flight until committed()
 // says it is durable.
 //
