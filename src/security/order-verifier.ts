@@ -10,8 +10,8 @@
 //
 // Replay state: table signed_order_seq (kid → last accepted seq) in convoy.db, written by
 // SqliteReplayStore as a participant of the state store's grouped commits (same transaction, same
-// fsync as the broker's own changes). The table is created IF NOT EXISTS when the verifier opens
-// (a database without it is a fresh start: no order accepted yet). Without a durable store (store
+// fsync as the broker's own changes). The table comes from the store's migrations (step 6); an
+// empty table is a fresh start: no order accepted yet. Without a durable store (store
 // disabled, or it could not be opened) MemoryReplayStore keeps the state for the process lifetime
 // only, and the verifier says so in the log at start.
 //
