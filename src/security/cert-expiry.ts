@@ -157,8 +157,8 @@ function derTime(buf: Uint8Array, e: DerElement): Date {
   return new Date(Date.UTC(year, mo - 1, d, h, mi, se));
 }
 
-/** nextUpdate of a PEM CRL, or undefined when it has none. Throws on anything that is not a CRL. */
-export function crlNextUpdate(pem: string): Date | undefined {
+/** The DER of a PEM CRL and the fields of its TBSCertList after the optional version. */
+function crlFields(pem: string): { der: Buffer; fields: DerElement[] } {
   const m = PEM_CRL.exec(pem);
   if (!m?.[1]) throw new Error('no PEM CRL (BEGIN X509 CRL) in the file');
   const der = Buffer.from(m[1].replace(/\s+/g, ''), 'base64');
@@ -166,10 +166,37 @@ export function crlNextUpdate(pem: string): Date | undefined {
   const tbs = derChildren(der, outer)[0];
   if (outer.tag !== 0x30 || tbs?.tag !== 0x30) throw new Error('malformed CRL');
   const parts = derChildren(der, tbs);
-  // version INTEGER OPTIONAL, signature, issuer, thisUpdate, nextUpdate OPTIONAL, ...
-  const rest = parts[0]?.tag === 0x02 ? parts.slice(1) : parts;
-  const thisUpdate = rest[2];
+  // version INTEGER OPTIONAL, signature, issuer, thisUpdate, nextUpdate OPTIONAL,
+  // revokedCertificates SEQUENCE OPTIONAL, crlExtensions [0] OPTIONAL
+  const fields = parts[0]?.tag === 0x02 ? parts.slice(1) : parts;
+  const thisUpdate = fields[2];
   if (!thisUpdate || (thisUpdate.tag !== 0x17 && thisUpdate.tag !== 0x18)) throw new Error('malformed CRL');
-  const next = rest[3];
+  return { der, fields };
+}
+
+/** nextUpdate of a PEM CRL, or undefined when it has none. Throws on anything that is not a CRL. */
+export function crlNextUpdate(pem: string): Date | undefined {
+  const { der, fields } = crlFields(pem);
+  const next = fields[3];
   return next && (next.tag === 0x17 || next.tag === 0x18) ? derTime(der, next) : undefined;
+}
+
+/** A certificate serial as upper-case hex without leading zeros (node prints serials in hex). */
+export function normalizeSerial(hex: string): string {
+  return hex.toUpperCase().replace(/^0+(?=.)/, '');
+}
+
+/** Serial numbers a PEM CRL revokes (normalizeSerial form). Throws on anything that is not a CRL. */
+export function crlRevokedSerials(pem: string): Set<string> {
+  const { der, fields } = crlFields(pem);
+  const out = new Set<string>();
+  // After thisUpdate: nextUpdate (a time) may be absent; then the revoked list, a SEQUENCE.
+  const list = fields.slice(3).find((e) => e.tag === 0x30);
+  if (list === undefined) return out;
+  for (const entry of derChildren(der, list)) {
+    const serial = derChildren(der, entry)[0];
+    if (serial?.tag !== 0x02) throw new Error('malformed CRL entry');
+    out.add(normalizeSerial(der.subarray(serial.contentStart, serial.end).toString('hex')));
+  }
+  return out;
 }

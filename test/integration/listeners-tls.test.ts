@@ -292,19 +292,25 @@ describe('TLS listeners', function () {
     expect(after.connected).to.equal(true);
   });
 
-  it('applies a new CRL on reload: a certificate revoked since is refused, its open connection aside', async () => {
+  it('applies a new CRL on reload: a certificate revoked since is refused, and its open connection is closed (0x87)', async () => {
     const device = pki.issueClient('truck-sold');
     const opts = { protocol: 'mqtts' as const, port: mtlsPort, ...tlsOpts(device) };
-    const open = await connect(opts);
+    const open = await connect({ ...opts, protocolVersion: 5 });
+    const bystander = await connect({ protocol: 'mqtts', port: mtlsPort, ...tlsOpts(pki.client), protocolVersion: 5 });
+    const cut = new Promise<number | undefined>((resolve) => open.once('disconnect', (p) => resolve(p.reasonCode)));
+    const closed = new Promise<void>((resolve) => open.once('close', () => resolve()));
     pki.revoke(device.cert);
     // A consistent cert and key for this reload (the reload test may have left a mismatch).
     copyFileSync(pki.server2.cert, live.cert);
     copyFileSync(pki.server2.key, live.key);
     await gw.reload();
+    expect(await cut).to.equal(0x87);
+    await closed;
+    await logs.find((l) => l.msg === 'client certificate revoked by the reloaded CRL: connection closed');
     await refused(opts);
     await refusalLogged('truck-sold', /CERT_REVOKED/);
-    // Reload changes what new handshakes meet; the established connection is not cut.
-    expect(open.connected).to.equal(true);
+    // A connection whose certificate was not revoked stays.
+    expect(bystander.connected).to.equal(true);
     await connect({ protocol: 'mqtts', port: mtlsPort, ...tlsOpts(pki.client) });
   });
 

@@ -163,6 +163,23 @@ describe('WebSocket listeners', function () {
     });
   });
 
+  it('wss: a reload whose CRL revokes an open connection\'s certificate closes that connection (0x87) only', async () => {
+    const device = pki.issueClient('tablet-stolen');
+    const wss = (c: { cert: string; key: string }): ClientOptions => ({
+      protocol: 'wss', port: wssMutualPort, path: '/secure', protocolVersion: 5,
+      ca: pki.read(pki.ca), cert: pki.read(c.cert), key: pki.read(c.key),
+    });
+    const open = await connect(wss(device));
+    const bystander = await connect(wss(pki.client));
+    const cut = new Promise<number | undefined>((resolve) => open.once('disconnect', (p) => resolve(p.reasonCode)));
+    const closed = new Promise<void>((resolve) => open.once('close', () => resolve()));
+    pki.revoke(device.cert);
+    await gw.reload();
+    expect(await cut).to.equal(0x87);
+    await closed;
+    expect(bystander.connected).to.equal(true);
+  });
+
   it('a message above the maximum payload closes that connection only', async () => {
     const other = await connect({ protocol: 'ws', port: wsPort, path: '/mqtt' });
     const ws = await rawSocket(wsPort, ['mqtt']);

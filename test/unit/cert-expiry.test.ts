@@ -3,7 +3,11 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { certExpiryAlarm, checkCertificateFiles, crlNextUpdate, expiryWarnings, CERT_EXPIRY_ALARM } from '../../src/security/cert-expiry.js';
+import {
+  certExpiryAlarm, checkCertificateFiles, crlNextUpdate, crlRevokedSerials, expiryWarnings, normalizeSerial, CERT_EXPIRY_ALARM,
+} from '../../src/security/cert-expiry.js';
+import { createTestPki } from '../helpers/test-pki.js';
+import { X509Certificate } from 'node:crypto';
 import * as pki from '../../src/security/pki.js';
 
 const DAY = 86_400_000;
@@ -112,6 +116,34 @@ describe('security/cert-expiry: reading certificate files', function () {
     const openssl = new Date(r.stdout.trim().replace(/^nextUpdate=/, ''));
     expect(crlNextUpdate(readFileSync(paths.crl, 'utf8'))?.getTime()).to.equal(openssl.getTime());
     expect(() => crlNextUpdate('nope')).to.throw(/no PEM CRL/);
+  });
+
+  it('crlRevokedSerials lists the revoked serials as node prints a peer certificate\'s serial', () => {
+    const t = createTestPki();
+    try {
+      const serialOf = (cert: string): string => normalizeSerial(new X509Certificate(readFileSync(cert)).serialNumber);
+      const revoked = crlRevokedSerials(readFileSync(t.crl, 'utf8'));
+      expect([...revoked]).to.deep.equal([serialOf(t.revokedClient.cert)]);
+      const later = t.issueClient('truck-later');
+      t.revoke(later.cert);
+      const now = crlRevokedSerials(readFileSync(t.crl, 'utf8'));
+      expect(now.has(serialOf(later.cert))).to.equal(true);
+      expect(now.has(serialOf(t.revokedClient.cert))).to.equal(true);
+      expect(now.has(serialOf(t.client.cert))).to.equal(false);
+      // openssl agrees on what is listed.
+      const r = spawnSync('openssl', ['crl', '-in', t.crl, '-noout', '-text'], { encoding: 'utf8' });
+      const listed = [...r.stdout.matchAll(/Serial Number: ([0-9A-F]+)/gi)].map((m) => normalizeSerial(m[1]!));
+      expect(new Set(listed)).to.deep.equal(now);
+    } finally {
+      t.cleanup();
+    }
+    expect(() => crlRevokedSerials('nope')).to.throw(/no PEM CRL/);
+  });
+
+  it('normalizeSerial drops leading zeros and upper-cases', () => {
+    expect(normalizeSerial('00a1b2')).to.equal('A1B2');
+    expect(normalizeSerial('0')).to.equal('0');
+    expect(normalizeSerial('000')).to.equal('0');
   });
 
   it('reports a file it cannot read instead of throwing', () => {

@@ -5,6 +5,9 @@ import { X509Certificate, constants as cryptoConstants, createPrivateKey } from 
 import { readFileSync } from 'node:fs';
 import tls from 'node:tls';
 import type { Broker } from '../broker.js';
+import type { Connection } from '../connection.js';
+import { Reason } from '../../mqtt/reason-codes.js';
+import { crlRevokedSerials, normalizeSerial } from '../../security/cert-expiry.js';
 import type { Listener } from './listener.js';
 
 /** The TLS keys of a listener's configuration (see listenerSchema). */
@@ -125,6 +128,57 @@ export function tlsServerOptions(cfg: TlsListenerFiles, broker: Broker): tls.Tls
     rejectUnauthorized: false,
     handshakeTimeout: broker.limits.connectTimeoutMs,
   };
+}
+
+/**
+ * The open connections of a mutual-TLS listener with the serial of the certificate each one
+ * presented. A reload that brings a CRL revoking one of them closes that connection: a revoked
+ * device (a sold truck's tablet, a stolen scanner) must not keep a session it opened before.
+ */
+export class CertifiedConnections {
+  private readonly live = new Map<Connection, string>();
+
+  /** Remembers a connection accepted with a client certificate (none: nothing to remember). */
+  track(conn: Connection | null, socket: tls.TLSSocket): void {
+    if (conn === null) return;
+    const serial = socket.getPeerCertificate()?.serialNumber;
+    if (!serial) return;
+    this.live.set(conn, normalizeSerial(serial));
+    socket.once('close', () => this.live.delete(conn));
+  }
+
+  /** Closes (MQTT 5: DISCONNECT 0x87) every connection whose certificate is in `revoked`; returns how many. */
+  cutRevoked(revoked: ReadonlySet<string>, broker: Broker, name: string): number {
+    let n = 0;
+    for (const [conn, serial] of this.live) {
+      if (!revoked.has(serial)) continue;
+      this.live.delete(conn);
+      broker.log.warn({ listener: name, client: conn.clientId, remote: conn.remoteAddress, serial },
+        'client certificate revoked by the reloaded CRL: connection closed');
+      conn.close(Reason.NotAuthorized, 'client certificate revoked');
+      n++;
+    }
+    return n;
+  }
+}
+
+/**
+ * reloadSecureContext, then, for a mutual-TLS listener with a CRL, closes the open connections
+ * whose certificate the new CRL revokes.
+ */
+export function reloadTlsListener(
+  server: tls.Server, cfg: TlsListenerFiles, broker: Broker, name: string, certified: CertifiedConnections,
+): boolean {
+  if (!reloadSecureContext(server, cfg, broker, name)) return false;
+  if (cfg.require_client_cert && cfg.crl) {
+    try {
+      certified.cutRevoked(crlRevokedSerials(readFileSync(cfg.crl, 'utf8')), broker, name);
+    } catch (err) {
+      // loadTlsOptions parsed this file a moment ago; only a change since can get here.
+      broker.log.error({ listener: name, file: cfg.crl, err: reason(err) }, `cannot read the revoked serials of the CRL: ${reason(err)}`);
+    }
+  }
+  return true;
 }
 
 /**

@@ -1,9 +1,12 @@
 // TLS listener (node:tls): TLS 1.2 minimum, optional mutual TLS with a CRL, the client
-// certificate's common name as the user name, and certificate reload without dropping connections.
+// certificate's common name as the user name, and certificate reload without dropping connections
+// (except those whose client certificate the reloaded CRL revokes).
 import type net from 'node:net';
 import tls from 'node:tls';
 import type { Broker } from '../broker.js';
-import { checkPeer, logHandshakeError, reloadSecureContext, remoteOf, tlsServerOptions, type ReloadableListener, type TlsListenerFiles } from './tls-material.js';
+import {
+  CertifiedConnections, checkPeer, logHandshakeError, reloadTlsListener, remoteOf, tlsServerOptions, type ReloadableListener, type TlsListenerFiles,
+} from './tls-material.js';
 
 export interface TlsListenerConfig extends TlsListenerFiles {
   host: string;
@@ -28,6 +31,7 @@ export async function listenTls(cfg: TlsListenerConfig, broker: Broker): Promise
   // Sockets still in the handshake (not yet the broker's), by remote "ip:port" (unique per TCP
   // connection to this port): closed with the listener.
   const pending = new Map<string, net.Socket>();
+  const certified = new CertifiedConnections();
   server.on('connection', (raw: net.Socket) => {
     const key = remoteOf(raw);
     pending.set(key, raw);
@@ -45,14 +49,14 @@ export async function listenTls(cfg: TlsListenerConfig, broker: Broker): Promise
     }
     pending.delete(remote);
     socket.setNoDelay(true);
-    broker.accept(socket, remote, policy, decision.identity);
+    certified.track(broker.accept(socket, remote, policy, decision.identity), socket);
   });
 
   return {
     name,
     host: cfg.host,
     port: addr.port,
-    reload: () => reloadSecureContext(server, cfg, broker, name),
+    reload: () => reloadTlsListener(server, cfg, broker, name, certified),
     close: () => new Promise<void>((resolve) => {
       server.close(() => resolve());
       for (const raw of pending.values()) raw.destroy();

@@ -8,7 +8,9 @@ import type tls from 'node:tls';
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
 import type { Broker } from '../broker.js';
 import type { ListenerPolicy } from '../../security/types.js';
-import { checkPeer, logHandshakeError, reloadSecureContext, remoteOf, tlsServerOptions, type ReloadableListener, type TlsListenerFiles } from './tls-material.js';
+import {
+  CertifiedConnections, checkPeer, logHandshakeError, reloadTlsListener, remoteOf, tlsServerOptions, type ReloadableListener, type TlsListenerFiles,
+} from './tls-material.js';
 
 export interface WebSocketListenerConfig extends TlsListenerFiles {
   host: string;
@@ -75,6 +77,7 @@ export async function listenWebSocket(cfg: WebSocketListenerConfig, broker: Brok
 
   // Client certificates are decided right after the handshake, before any HTTP is parsed.
   const identities = new WeakMap<net.Socket, string | undefined>();
+  const certified = new CertifiedConnections();
   if (secure) {
     server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => logHandshakeError(broker, name, err, socket));
     server.prependListener('secureConnection', (socket: tls.TLSSocket) => {
@@ -111,10 +114,10 @@ export async function listenWebSocket(cfg: WebSocketListenerConfig, broker: Brok
     }
     const identity = identities.get(socket);
     pending.delete(remote);
-    wss.handleUpgrade(req, socket, head, (ws) => attach(ws, remote, identity));
+    wss.handleUpgrade(req, socket, head, (ws) => attach(ws, remote, identity, socket));
   });
 
-  function attach(ws: WebSocket, remote: string, identity: string | undefined): void {
+  function attach(ws: WebSocket, remote: string, identity: string | undefined, socket: net.Socket): void {
     const stream = createWebSocketStream(ws);
     // MQTT travels in binary messages [MQTT-6.0.0-1]: a text message closes the connection before
     // its bytes reach the broker. The stream's own message handler gets binary messages only.
@@ -133,14 +136,15 @@ export async function listenWebSocket(cfg: WebSocketListenerConfig, broker: Brok
       for (const h of streamHandlers) h.call(ws, data, isBinary);
     });
     ws.on('error', (err: Error) => broker.log.info({ listener: name, remote, err: err.message }, `WebSocket error: ${err.message}`));
-    broker.accept(stream, remote, policy, identity);
+    const conn = broker.accept(stream, remote, policy, identity);
+    if (secure) certified.track(conn, socket as tls.TLSSocket);
   }
 
   return {
     name,
     host: cfg.host,
     port: addr.port,
-    reload: () => (secure ? reloadSecureContext(server as https.Server, cfg, broker, name) : true),
+    reload: () => (secure ? reloadTlsListener(server as https.Server, cfg, broker, name, certified) : true),
     close: () => new Promise<void>((resolve) => {
       wss.close();
       server.close(() => resolve());
