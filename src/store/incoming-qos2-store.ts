@@ -16,7 +16,7 @@
 import type { IPublishPacket } from 'mqtt';
 import { MemoryIncomingQos2Store, type StoreDone, type StorePacket } from '../bridge/incoming-qos2.js';
 import type { StoreLog } from './db.js';
-import type { CommitParticipant, SqliteStateStore, WriteBatch } from './sqlite-state-store.js';
+import { decodePropertiesJson, encodePropertiesJson, type CommitParticipant, type SqliteStateStore, type WriteBatch } from './sqlite-state-store.js';
 
 type PublishProperties = NonNullable<IPublishPacket['properties']>;
 
@@ -37,25 +37,6 @@ interface Row {
   qos: number;
   retain: number;
   properties: string | null;
-}
-
-/** MQTT.js's publish properties as JSON; Buffers (correlation data) as {"$b": base64}. */
-function encodePublishProperties(p: PublishProperties | undefined): string | null {
-  if (p === undefined) return null;
-  return JSON.stringify(p, function (this: Record<string, unknown>, key: string, value: unknown) {
-    const raw = this[key];
-    return Buffer.isBuffer(raw) ? { $b: raw.toString('base64') } : value;
-  });
-}
-
-function decodePublishProperties(json: string): PublishProperties {
-  return JSON.parse(json, (_key: string, value: unknown) => {
-    if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
-      const b = (value as { $b?: unknown }).$b;
-      if (typeof b === 'string' && Object.keys(value).length === 1) return Buffer.from(b, 'base64');
-    }
-    return value;
-  }) as PublishProperties;
 }
 
 export interface SqliteIncomingQos2StoreOptions {
@@ -91,7 +72,7 @@ export class SqliteIncomingQos2Store extends MemoryIncomingQos2Store implements 
       const packet: IPublishPacket = {
         cmd: 'publish', messageId: r.packet_id, topic: r.topic, payload: r.payload, qos: 2, dup: false, retain: r.retain !== 0,
       };
-      if (r.properties !== null) packet.properties = decodePublishProperties(r.properties);
+      if (r.properties !== null) packet.properties = decodePropertiesJson<PublishProperties>(r.properties);
       this.held.set(r.packet_id, packet);
     }
     const foreign = db.prepare('SELECT count(*) FROM uplink_incoming_qos2 WHERE client_id <> ?').pluck().get(this.clientId) as number;
@@ -180,7 +161,7 @@ export class SqliteIncomingQos2Store extends MemoryIncomingQos2Store implements 
       const p = op.packet;
       batch.run(
         this.s.upsert, this.clientId, id, p.topic, typeof p.payload === 'string' ? Buffer.from(p.payload) : p.payload, p.qos, p.retain ? 1 : 0,
-        encodePublishProperties(p.properties), now,
+        encodePropertiesJson(p.properties), now,
       );
       this.sealed.push(op);
     }

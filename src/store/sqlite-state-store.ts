@@ -929,8 +929,11 @@ export class SqliteStateStore implements StateStore {
 
 // ---- encodings ----
 
-/** Properties as JSON; Buffers (correlation data, authentication data) as {"$b": base64}. */
-export function encodeProperties(p: Properties | undefined): string | null {
+/**
+ * A properties object (ours or MQTT.js's) as JSON; Buffers (correlation data, authentication
+ * data) as {"$b": base64}.
+ */
+export function encodePropertiesJson(p: object | undefined): string | null {
   if (p === undefined) return null;
   return JSON.stringify(p, function (this: Record<string, unknown>, key: string, value: unknown) {
     const raw = this[key];
@@ -938,14 +941,23 @@ export function encodeProperties(p: Properties | undefined): string | null {
   });
 }
 
-export function decodeProperties(json: string): Properties {
+/** The inverse of encodePropertiesJson. */
+export function decodePropertiesJson<T extends object>(json: string): T {
   return JSON.parse(json, (_key: string, value: unknown) => {
     if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
       const b = (value as { $b?: unknown }).$b;
       if (typeof b === 'string' && Object.keys(value).length === 1) return Buffer.from(b, 'base64');
     }
     return value;
-  }) as Properties;
+  }) as T;
+}
+
+export function encodeProperties(p: Properties | undefined): string | null {
+  return encodePropertiesJson(p);
+}
+
+export function decodeProperties(json: string): Properties {
+  return decodePropertiesJson<Properties>(json);
 }
 
 function messageFromRow(row: MessageRow): StoredMessage {
