@@ -6,7 +6,8 @@
 // pid of the real program: /proc/<pid>/stat and /proc/<pid>/status then
 // describe the broker itself, not a wrapper shell.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 
 export const FD_LIMIT = 65536;
 
@@ -157,6 +158,32 @@ export function readWriteBytes(pid: number): number | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * The fsync latency of the filesystem holding `dir` right now: median over `n` rounds of writing
+ * one 4 KB block into a scratch file and fsyncing it, in µs. A durable broker's commit costs at
+ * least one of these, and on a shared virtual disk it changes from minute to minute, so the
+ * durable figures are reported next to it.
+ */
+export function fsyncProbeUs(dir: string, n = 50): number {
+  const file = join(dir, `.fsync-probe-${process.pid}`);
+  const fd = openSync(file, 'w');
+  const block = Buffer.alloc(4096, 0x5a);
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      writeSync(fd, block, 0, block.length, (i % 16) * block.length);
+      const t0 = process.hrtime.bigint();
+      fsyncSync(fd);
+      times.push(Number(process.hrtime.bigint() - t0) / 1000);
+    }
+  } finally {
+    closeSync(fd);
+    rmSync(file, { force: true });
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)]!;
 }
 
 /** Polls until `pred()` is true; false when `timeoutMs` passed first. */

@@ -39,6 +39,7 @@ import {
 import { ensureMqttbench, lastJsonLine, mqttbenchVersion, num, runMqttbench, type BenchJson, type BenchRun } from './mqttbench.js';
 import {
   clockTicks,
+  fsyncProbeUs,
   isRunning,
   killAllChildren,
   readCpuTicks,
@@ -373,6 +374,7 @@ async function runDurable(sc: Scenario, broker: Broker, rec: RunRecord, { opts, 
     const ws = await finishPersistentSub(sub, DURABLE_DRAIN_MS);
     rec.warmup = { exitCode: w.exitCode === 0 ? ws.exitCode : w.exitCode, throughput: num(ws.json, 'throughput') };
   }
+  rec.fsyncP50Us = fsyncProbeUs(broker.dataDir);
   const sub = await startPersistentSub(broker.port, expected(false), timeoutS);
   const io0 = readWriteBytes(broker.pid);
   const ticks0 = readCpuTicks(broker.pid);
@@ -728,6 +730,7 @@ function durableSummary(r: RunRecord): string {
   const n = num(sub, 'unique');
   if (r.diskWriteBytes !== null && n) parts.push(`disk ${fmt(r.diskWriteBytes / n, 0)} B/msg`);
   if (r.storeBytes !== null) parts.push(`store ${fmt(r.storeBytes / 2 ** 20, 1)} MB`);
+  if (r.fsyncP50Us !== undefined) parts.push(`fsync p50 ${fmt(r.fsyncP50Us, 0)} µs`);
   const lost = num(sub, 'lost');
   if (lost) parts.push(`LOST ${lost}`);
   if (num(sub, 'duplicates')) parts.push(`dup ${num(sub, 'duplicates')}`);

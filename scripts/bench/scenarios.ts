@@ -31,6 +31,8 @@ export interface RunRecord {
   diskWriteBytes: number | null;
   /** Size of the broker's data directory after the measured run (durable scenario). */
   storeBytes: number | null;
+  /** fsync p50 of the data directory's filesystem, probed just before the measured run (durable). */
+  fsyncP50Us?: number;
   /** uplink-drain: readings of the truck broker around the backlog (see UplinkMeasures). */
   uplink?: UplinkMeasures;
 }
@@ -412,6 +414,15 @@ export const SCENARIOS: readonly Scenario[] = [
           const n = durableDelivered(r);
           return usable(r) && r.brokerCpuS !== null && n !== null ? (r.brokerCpuS * 1e6) / n : null;
         },
+      },
+      {
+        key: 'fsync_p50_us',
+        label: 'disk fsync p50 just before the run (probe; Convoy commits pay one each)',
+        unit: 'µs',
+        better: null,
+        agg: 'median',
+        digits: 0,
+        value: (r) => r.fsyncP50Us ?? null,
       },
       {
         key: 'lost',
