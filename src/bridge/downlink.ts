@@ -48,6 +48,7 @@ export class Downlink {
       if (!route) {
         this.st.unexpected++;
         this.opts.log.warn({ topic: m.topic }, 'uplink: HQ sent a message matching no downlink route; dropped');
+        this.droppedForGood(m);
         return false;
       }
       const topic = mapTopic(route, m.topic);
@@ -67,16 +68,28 @@ export class Downlink {
     }
   }
 
+  /**
+   * A message that will never be delivered: a held QoS 2 copy goes now, and HQ's acknowledgement
+   * (PUBCOMP) waits for the commit that deletes it, so a crash cannot leave it held.
+   */
+  private droppedForGood(m: DownlinkMessage): void {
+    if (!m.delivered) return;
+    m.delivered();
+    m.durable = this.opts.broker.committed();
+  }
+
   private handleSigned(m: DownlinkMessage, topic: string): boolean {
     const verifier = this.opts.verifier;
     if (!verifier) {
       this.st.rejected++;
       this.opts.log.error({ topic: m.topic }, 'uplink: downlink route requires signed orders but no verifier is configured; dropped');
+      this.droppedForGood(m);
       return true;
     }
     const v = verifier.verify(m);
     if (!v.ok) {
       this.st.rejected++;
+      this.droppedForGood(m);
       return true;
     }
     m.durable = v.durable.then(

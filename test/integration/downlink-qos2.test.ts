@@ -155,6 +155,23 @@ describe('QoS 2 downlink: exactly once across a gateway restart (durable store)'
     expect(heldRows(dataDir)).to.deep.equal([]);
   });
 
+  it('an order matching no downlink route is dropped for good: its held copy is gone before PUBCOMP', async () => {
+    const port = await hq.listen();
+    const gw = await start(port);
+    const c1 = await hq.connection(0);
+    const lan1 = await lan(gw);
+    c1.publishQos2(11, 'fleet/gw1/unrouted/1', 'nowhere');
+    await c1.waitFor('pubrec', (p) => p.messageId === 11);
+    expect(heldRows(dataDir).map((r) => r.packet_id)).to.deep.equal([11]);
+    c1.send({ cmd: 'pubrel', messageId: 11 });
+    await c1.waitFor('pubcomp', (p) => p.messageId === 11);
+    expect(heldRows(dataDir), 'held after PUBCOMP').to.deep.equal([]);
+    // A routed order after it proves the LAN saw everything it would.
+    await c1.order(12, 'fleet/gw1/orders/19', 'after');
+    await lan1.waitFor('after');
+    expect(lan1.got.map((m) => m.payload)).to.deep.equal(['after']);
+  });
+
   it('drops the held orders when HQ reports no session (session present = 0)', async () => {
     const port = await hq.listen();
     await start(port);
