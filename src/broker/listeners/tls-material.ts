@@ -137,28 +137,31 @@ export function tlsServerOptions(cfg: TlsListenerFiles, broker: Broker): tls.Tls
  */
 export class CertifiedConnections {
   private readonly live = new Map<Connection, string>();
+  /** Only a mutual-TLS listener with a CRL can revoke anything. */
+  private readonly enabled: boolean;
 
-  /** Remembers a connection accepted with a client certificate (none: nothing to remember). */
+  constructor(cfg: TlsListenerFiles) {
+    this.enabled = cfg.require_client_cert && cfg.crl !== '';
+  }
+
+  /** Remembers a connection accepted with a client certificate (none, or nothing to revoke: nothing to remember). */
   track(conn: Connection | null, socket: tls.TLSSocket): void {
-    if (conn === null) return;
+    if (!this.enabled || conn === null) return;
     const serial = socket.getPeerCertificate()?.serialNumber;
     if (!serial) return;
     this.live.set(conn, normalizeSerial(serial));
     socket.once('close', () => this.live.delete(conn));
   }
 
-  /** Closes (MQTT 5: DISCONNECT 0x87) every connection whose certificate is in `revoked`; returns how many. */
-  cutRevoked(revoked: ReadonlySet<string>, broker: Broker, name: string): number {
-    let n = 0;
+  /** Closes (MQTT 5: DISCONNECT 0x87) every connection whose certificate is in `revoked`. */
+  cutRevoked(revoked: ReadonlySet<string>, broker: Broker, name: string): void {
     for (const [conn, serial] of this.live) {
       if (!revoked.has(serial)) continue;
       this.live.delete(conn);
       broker.log.warn({ listener: name, client: conn.clientId, remote: conn.remoteAddress, serial },
         'client certificate revoked by the reloaded CRL: connection closed');
       conn.close(Reason.NotAuthorized, 'client certificate revoked');
-      n++;
     }
-    return n;
   }
 }
 

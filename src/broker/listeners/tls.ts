@@ -31,7 +31,7 @@ export async function listenTls(cfg: TlsListenerConfig, broker: Broker): Promise
   // Sockets still in the handshake (not yet the broker's), by remote "ip:port" (unique per TCP
   // connection to this port): closed with the listener.
   const pending = new Map<string, net.Socket>();
-  const certified = new CertifiedConnections();
+  const certified = new CertifiedConnections(cfg);
   server.on('connection', (raw: net.Socket) => {
     const key = remoteOf(raw);
     pending.set(key, raw);

@@ -77,7 +77,7 @@ export async function listenWebSocket(cfg: WebSocketListenerConfig, broker: Brok
 
   // Client certificates are decided right after the handshake, before any HTTP is parsed.
   const identities = new WeakMap<net.Socket, string | undefined>();
-  const certified = new CertifiedConnections();
+  const certified = new CertifiedConnections(cfg);
   if (secure) {
     server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => logHandshakeError(broker, name, err, socket));
     server.prependListener('secureConnection', (socket: tls.TLSSocket) => {
