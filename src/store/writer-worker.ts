@@ -80,30 +80,19 @@ const transaction = db.transaction((): number => {
     let many = end <= ops.length;
     for (let j = i + step; many && j < end; j += step) many = ops[j] === id;
     const multi = many ? multiOf(r) : null;
-    if (multi !== null) {
-      args.length = MULTI_ROWS * n;
-      let a = 0;
-      for (let j = i; j < end; j += step) {
-        for (let k = 0; k < n; k++) {
-          const p = ops[j + 2 + k];
-          args[a++] = p;
-          bytes += paramBytes(p);
-        }
+    // One statement for MULTI_ROWS rows of a run, else for this row alone.
+    const rows = multi !== null ? MULTI_ROWS : 1;
+    args.length = rows * n;
+    let a = 0;
+    for (let row = 0; row < rows; row++, i += step) {
+      for (let k = 0; k < n; k++) {
+        const p = ops[i + 2 + k];
+        args[a++] = p;
+        bytes += paramBytes(p);
       }
-      bytes += MULTI_ROWS * OP_OVERHEAD_BYTES;
-      multi.run(args);
-      i = end;
-      continue;
     }
-    args.length = n;
-    for (let k = 0; k < n; k++) {
-      const p = ops[i + 2 + k];
-      args[k] = p;
-      bytes += paramBytes(p);
-    }
-    bytes += OP_OVERHEAD_BYTES;
-    r.stmt.run(args);
-    i += step;
+    bytes += rows * OP_OVERHEAD_BYTES;
+    (multi ?? r.stmt).run(args);
   }
   return bytes;
 });
@@ -135,7 +124,7 @@ function commit(id: number, ops: unknown[]): void {
     try {
       db.pragma('wal_checkpoint(PASSIVE)');
     } catch {
-      // A busy or failing checkpoint is retried after the next megabyte; commits go on.
+      // A busy or failing checkpoint is retried after the next step; commits go on.
     }
   }
 }
