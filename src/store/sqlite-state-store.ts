@@ -687,7 +687,8 @@ export class SqliteStateStore implements StateStore {
     const needed = new Map<number, number>();
     const put = new Map<number, StoredMessage>();
     // Delivery deletes wait, per client, to go out as seq ranges (seq-runs.ts), until a put for
-    // that client or its session's delete (which must see them done), or the end of the batch.
+    // that client (which must see them done) or the end of the batch; its session's delete makes
+    // them unnecessary.
     const deletes = new Map<string, WaitingDeletes>();
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
@@ -708,7 +709,8 @@ export class SqliteStateStore implements StateStore {
           out.run(s.putSession, e.clientId, e.expiryInterval, e.disconnectedAt);
           break;
         case Op.DeleteSession:
-          this.flushDeletes(out, deletes, e.clientId);
+          // Its waiting delivery deletes are covered by the session's delete below.
+          deletes.delete(e.clientId);
           for (const seq of [...(this.diskDeliveries.get(e.clientId)?.keys() ?? [])]) this.diskDelete(e.clientId, seq, gc);
           out.run(s.deleteSessionDeliveries, e.clientId);
           out.run(s.deleteSessionSubscriptions, e.clientId);
