@@ -28,9 +28,8 @@
 //   own codec straight into one buffer per event-loop turn and written to the connection in one
 //   call, and their PUBACKs are taken out of the inbound bytes before MQTT.js sees them (the
 //   connection is our HqStream, hq-stream.ts, given to MQTT.js as its stream). MQTT.js still owns
-//   the protocol (CONNECT,
-//   SUBSCRIBE, keepalive, the downlink, QoS 2) and hands out packet ids from the same PacketIds
-//   allocator, so ids never collide. Why: MQTT.js spends about 10 µs of CPU per publish (option
+//   the protocol (CONNECT, SUBSCRIBE, keepalive, the downlink, QoS 2) and hands out packet ids
+//   from the same PacketIds allocator, so ids never collide. Why: MQTT.js spends about 10 µs of CPU per publish (option
 //   cloning, its outgoing store, a write per packet part), more than the rest of the uplink.
 import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type IClientPublishOptions, type IConnackPacket, type IPublishPacket, type IStore, type MqttClient } from 'mqtt';
@@ -381,8 +380,8 @@ export class Link implements ForwarderLink {
     this.flushQueued = false;
     const chunks = this.outgoing.take();
     if (chunks.length === 0 || this.client !== client) return;
-    const stream = client.stream as { write(b: Buffer): boolean; destroyed?: boolean } | undefined;
-    if (!stream || stream.destroyed) return;
+    const stream = client.stream;
+    if (!(stream instanceof HqStream) || stream.destroyed) return;
     stream.write(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
   }
 
