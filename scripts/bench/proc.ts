@@ -123,8 +123,8 @@ export function clockTicks(): number {
 }
 
 /** utime + stime of a process in clock ticks (fields 14 and 15 of /proc/PID/stat). */
-export function readCpuTicks(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+export function readCpuTicks(pid: number, file = `/proc/${pid}/stat`): number {
+  const stat = readFileSync(file, 'utf8');
   // The command name (field 2) may contain spaces; fields after it start past the last ')'.
   const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // rest[0] is field 3 (state), so field N is rest[N - 3].
@@ -134,6 +134,14 @@ export function readCpuTicks(pid: number): number {
     throw new Error(`cannot parse /proc/${pid}/stat`);
   }
   return utime + stime;
+}
+
+/**
+ * utime + stime of a process's main thread (its tid is the pid) in clock ticks; the rest of
+ * readCpuTicks is its other threads (for Convoy: the store writer, the libuv pool).
+ */
+export function readMainThreadCpuTicks(pid: number): number {
+  return readCpuTicks(pid, `/proc/${pid}/task/${pid}/stat`);
 }
 
 /** A `kB` field (VmRSS, VmHWM ...) of /proc/PID/status. */

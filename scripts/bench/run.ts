@@ -43,6 +43,7 @@ import {
   isRunning,
   killAllChildren,
   readCpuTicks,
+  readMainThreadCpuTicks,
   readStatusKb,
   readWriteBytes,
   sleep,
@@ -439,6 +440,7 @@ async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts,
     backlogPubWriteBytes: null,
     drainWriteBytes: null,
     drainCpuS: null,
+    drainMainCpuS: null,
     reconnectS: null,
     drainS: null,
   };
@@ -511,6 +513,7 @@ async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts,
 
     // 4. HQ back: time from its spawn to the last backlog message at the subscriber
     const ticks0 = readCpuTicks(pid);
+    const mainTicks0 = readMainThreadCpuTicks(pid);
     const tHqUs = Number(process.hrtime.bigint() / 1000n);
     hq = await startHq();
     const sub = await startPersistentSub(hqPort, backlog, Math.ceil(uplinkWaitMs(backlog) / 1000), UPLINK_SUB_ID, UPLINK_FILTER);
@@ -519,6 +522,7 @@ async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts,
     rec.passes.drain = d.json;
     if (isRunning(tr.proc)) {
       u.drainCpuS = (readCpuTicks(pid) - ticks0) / clockTicks();
+      u.drainMainCpuS = (readMainThreadCpuTicks(pid) - mainTicks0) / clockTicks();
       u.drainWriteBytes = diff(io2, readWriteBytes(pid));
     }
     const first = num(d.json, 'first_rx_us');
@@ -756,7 +760,10 @@ function uplinkSummary(r: RunRecord): string {
       `disk B/msg: backlog pub ${perMsg(u.backlogPubWriteBytes, u.backlog)}, drain ${perMsg(u.drainWriteBytes, u.backlog)}, ` +
         `steady ${perMsg(u.steadyWriteBytes, u.steady)}`,
     );
-    if (u.drainCpuS !== null) parts.push(`drain cpu ${u.drainCpuS.toFixed(2)} s`);
+    if (u.drainCpuS !== null) {
+      const main = u.drainMainCpuS === null ? '' : ` (main thread ${u.drainMainCpuS.toFixed(2)} s)`;
+      parts.push(`drain cpu ${u.drainCpuS.toFixed(2)} s${main}`);
+    }
   }
   const lost = (num(st, 'lost') ?? 0) + (num(r.passes.drain ?? null, 'lost') ?? 0);
   if (lost) parts.push(`LOST ${lost}`);

@@ -50,6 +50,8 @@ export interface UplinkMeasures {
   drainWriteBytes: number | null;
   /** Truck broker CPU (utime + stime) over the same drain window. */
   drainCpuS: number | null;
+  /** The part of drainCpuS spent on the main thread (the rest: writer thread, libuv pool). */
+  drainMainCpuS: number | null;
   /** HQ restart (spawn) -> first / last backlog message at the HQ subscriber. */
   reconnectS: number | null;
   drainS: number | null;

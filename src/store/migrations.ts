@@ -183,6 +183,38 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    description: 'outbox segments: the records one commit appended to a class packed into one row; deleted records as bitmaps',
+    // See store/outbox-segment.ts for the record layout and why. Rows of the old outbox table
+    // become one-record segments (built here with printf/unhex, big-endian like the layout);
+    // outbox_meta.last_seq takes their highest seq, so numbering continues after the old rows.
+    // - outbox_segments.id is the seq of the segment's first record.
+    // - outbox_gone holds the deleted-record bitmap of a segment that still has live records.
+    sql: `
+      CREATE TABLE outbox_segments (
+        id INTEGER PRIMARY KEY,
+        cls INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        min_expires INTEGER NOT NULL,
+        records BLOB NOT NULL
+      );
+      CREATE TABLE outbox_gone (
+        segment INTEGER PRIMARY KEY,
+        bits BLOB NOT NULL
+      );
+      INSERT INTO outbox_segments (id, cls, last_seq, count, bytes, min_expires, records)
+        SELECT seq, cls, seq, 1, size, expires_at,
+          CAST(unhex(printf('%012x%012x%012x%02x%08x%04x%04x%08x%08x', seq, created_at, expires_at, qos, size,
+            length(CAST(local_topic AS BLOB)), length(CAST(topic AS BLOB)),
+            length(CAST(coalesce(properties, '') AS BLOB)), length(payload)))
+          || CAST(local_topic AS BLOB) || CAST(topic AS BLOB) || CAST(coalesce(properties, '') AS BLOB) || payload AS BLOB)
+        FROM outbox ORDER BY seq;
+      UPDATE outbox_meta SET last_seq = max(last_seq, coalesce((SELECT max(seq) FROM outbox), 0)) WHERE id = 1;
+      DROP TABLE outbox;
+    `,
+  },
 ];
 
 /** The schema version this program writes and understands. */
@@ -200,7 +232,8 @@ export const EXPECTED_TABLES: Readonly<Record<string, readonly string[]>> = {
   incoming_qos2: ['client_id', 'packet_id'],
   delayed_wills: ['client_id', 'topic', 'payload', 'qos', 'retain', 'properties', 'due_at'],
   retained: ['topic', 'payload', 'qos', 'retain', 'properties', 'sender', 'received_at', 'expires_at'],
-  outbox: ['seq', 'cls', 'local_topic', 'topic', 'payload', 'qos', 'properties', 'created_at', 'expires_at', 'size'],
+  outbox_segments: ['id', 'cls', 'last_seq', 'count', 'bytes', 'min_expires', 'records'],
+  outbox_gone: ['segment', 'bits'],
   outbox_meta: ['id', 'last_seq'],
   signed_order_seq: ['kid', 'last_seq', 'accepted_at'],
   uplink_incoming_qos2: ['client_id', 'packet_id', 'topic', 'payload', 'qos', 'retain', 'properties', 'received_at'],

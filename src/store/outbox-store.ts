@@ -1,10 +1,14 @@
 // The outbox's rows (low level: no budget, no eviction policy, no clock; see bridge/outbox.ts).
 //
 // Two implementations with the same behaviour:
-// - SqliteOutboxStore: the `outbox` table of convoy.db. It is a participant of the state store's
-//   grouped commits (SqliteStateStore.attachParticipant): append/delete only record pending work,
-//   which is written in the same transaction as the broker's journal changes of that event-loop
-//   turn (one fsync; a PUBLISH routed uplink is acknowledged only once both are durable).
+// - SqliteOutboxStore: segments in convoy.db (outbox_segments: the records one commit appended to
+//   a class, packed into one row; outbox_gone: which records of a segment are deleted; see
+//   outbox-segment.ts). It is a participant of the state store's grouped commits
+//   (SqliteStateStore.attachParticipant): append/delete only record pending work, which is written
+//   in the same transaction as the broker's journal changes of that event-loop turn (one fsync; a
+//   PUBLISH routed uplink is acknowledged only once both are durable). Every live segment is known
+//   in memory (its seqs, class, live count, earliest expiry), so reads, eviction and expiry go to
+//   the right rows without indexes; the newest committed records stay in memory as well (the tail).
 // - MemoryOutboxStore: the same on a MemoryStateStore (or on its own), for a gateway without a
 //   data directory.
 //
@@ -16,23 +20,20 @@
 // pending and sealed appends too (the budget counts what was accepted). onCommitted listeners are
 // told after each commit that made appends durable.
 //
-// The seq high-water mark: max(seq) of the table covers committed appends; a transaction that
-// deletes rows also writes the highest seq appended so far to outbox_meta, so an outbox emptied by
+// The seq high-water mark: the segments' highest seq covers committed appends; a transaction that
+// deletes records also writes the highest seq appended so far to outbox_meta, so an outbox emptied by
 // acknowledgements does not restart at 1 after a restart (HQ would take new messages for
 // duplicates). Seqs of appends lost in a crash before their commit are given out again: they never
 // reached HQ (see above) and no publisher was acknowledged for them.
-import type { QoS } from '../mqtt/packets.js';
 import { OUTBOX_CLASSES, type OutboxClass, type OutboxRecord } from '../bridge/types.js';
 import { emptyTotals, totalBytes, type ClassTotalsByClass } from '../bridge/eviction.js';
 import { MemoryStateStore } from './memory-state-store.js';
 import {
-  decodeProperties,
-  encodeProperties,
   type CommitParticipant,
   type SqliteStateStore,
   type WriteBatch,
 } from './sqlite-state-store.js';
-import { noGaps, seqRuns } from './seq-runs.js';
+import { decodeSegment, encodeSegment, goneBitmap, isGone, setGone } from './outbox-segment.js';
 import type { StoreFault } from './state-store.js';
 
 /** A record with the bytes it counts for in the budget. */
@@ -276,68 +277,99 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
   }
 }
 
-/**
- * A row as the read statements return it: an array in COLUMNS order (better-sqlite3's raw mode,
- * measured 30 % cheaper per row than an object with named keys; the backlog drain reads every
- * row of a large outbox from here).
- */
-type SqlRow = [
-  seq: number,
-  cls: number,
-  localTopic: string,
-  topic: string,
-  payload: Buffer,
-  qos: number,
-  properties: string | null,
-  createdAt: number,
-  expiresAt: number,
-  size: number,
-];
-
-function rowFromSql(r: SqlRow): OutboxRow {
-  const row: OutboxRow = {
-    seq: r[0],
-    cls: classOf(r[1]),
-    localTopic: r[2],
-    topic: r[3],
-    payload: r[4],
-    qos: r[5] as QoS,
-    createdAt: r[7],
-    expiresAt: r[8],
-    size: r[9],
-  };
-  if (r[6] !== null) row.properties = decodeProperties(r[6]);
-  return row;
-}
-
-/** Rows newestPerTopic looks at (the newest of the class). */
+/** Rows newestPerTopic looks at (the newest live records of the class). */
 const NEWEST_SCAN_ROWS = 4096;
 /** Bytes of committed rows SqliteOutboxStore keeps in memory (its tail). */
 const TAIL_MAX_BYTES = 4 * 1024 * 1024;
 /** Entries of SqliteOutboxStore.handedOut (a few in-flight windows). */
 const HANDED_OUT_MAX = 8192;
+/** Decoded segments kept (the drain's, eviction's and expiry's current ones). */
+const DECODED_MAX = 4;
 
-const COLUMNS = 'seq, cls, local_topic, topic, payload, qos, properties, created_at, expires_at, size';
+/**
+ * One row of outbox_segments as the store tracks it in memory (every live segment, without its
+ * records: a few dozen bytes per commit's worth of a class).
+ */
+interface Segment {
+  /** Seq of its first record (the row id). */
+  readonly id: number;
+  readonly cls: OutboxClass;
+  readonly lastSeq: number;
+  readonly count: number;
+  /** Records not deleted (the deletes written or being written included). */
+  live: number;
+  /** No live record expires before this (a lower bound); Infinity when none expires. */
+  minExpiry: number;
+  /** Deleted records (bit per record), null while none is. */
+  gone: Uint8Array | null;
+  /** outbox_gone has a row for it (to delete with the segment). */
+  goneStored: boolean;
+  /** Its insert has committed: readable from the table. */
+  committed: boolean;
+  /** Listed in the deletes being sealed. */
+  touched: boolean;
+}
+
+/** Where a record is: its segment and index there (and its size, for the totals). */
+interface RecordLoc {
+  seg: Segment;
+  index: number;
+  size: number;
+}
+
+/** Index of the first record with seq > afterSeq (records are in seq order). */
+function firstAfter(rows: readonly OutboxRow[], afterSeq: number): number {
+  let lo = 0;
+  let hi = rows.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (rows[mid]!.seq <= afterSeq) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Index of the last segment with id <= seq, or -1. */
+function segmentAtOrBefore(segs: readonly Segment[], seq: number): number {
+  let lo = 0;
+  let hi = segs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (segs[mid]!.id <= seq) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo - 1;
+}
 
 export class SqliteOutboxStore extends OutboxStoreBase {
   private readonly stmt;
   private readonly write_;
   private readonly pageSize: number;
   private commitRequested = false;
-  /** See oldestCommitted and expiredCommitted. */
+  /** Live segments per class, in seq order. */
+  private readonly segments: Record<OutboxClass, Segment[]> = { alarm: [], event: [], telemetry: [], bulk: [] };
+  /** Segments sealed into the commit in flight (committed once it is). */
+  private sealedSegments: Segment[] = [];
+  /** Decoded records of recently read segments, most recent last. */
+  private readonly decodedCache: { seg: Segment; rows: OutboxRow[] }[] = [];
+  /** See oldestCommitted. */
   private readonly headSkip: Record<OutboxClass, number> = { alarm: 0, event: 0, telemetry: 0, bulk: 0 };
-  private expiredSkip = { expiresAt: 0, seq: 0 };
-  /** No committed row expires before this (a lower bound). */
-  private nextExpiry = 0;
+  /** No committed record expires before this (a lower bound). */
+  private nextExpiry = Infinity;
   /**
-   * Class and size of committed rows recently handed out (readCommitted, newestPerTopic): deleting
-   * one once HQ has acknowledged it then needs no lookup. Bounded; a miss falls back to the table.
+   * Where recently handed-out records are (readCommitted, newestPerTopic, oldest, expired):
+   * deleting one once HQ has acknowledged it then needs no search. Bounded; a miss decodes the
+   * segment.
    */
-  private readonly handedOut = new Map<number, OutboxRowRef>();
+  private readonly handedOut = new Map<number, RecordLoc>();
+  /** Where the appended records still in the tail (or sealed, not committed) are. */
+  private readonly tailLocs = new Map<number, RecordLoc>();
+  /** Where the records of pending deletes are (found by lookupCommitted). */
+  private readonly deleteLocs = new Map<number, RecordLoc>();
   /**
    * The newest committed rows, kept in memory after their commit: per class, every live committed
    * row with seq > tailFrom[cls] is in tail[cls]. A read whose cursor is past tailFrom (the usual
-   * case while the link is up: rows are read soon after they commit) needs no SQL. Bounded by
+   * case while the link is up: rows are read soon after they commit) decodes nothing. Bounded by
    * TAIL_MAX_BYTES: beyond it the oldest rows leave the tail and tailFrom moves up.
    */
   private readonly tail = new CommittedRows();
@@ -350,66 +382,164 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     super(state);
     const db = state.db;
     this.write_ = {
-      insert: state.statement(`INSERT OR REPLACE INTO outbox (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-      deleteRange: state.statement('DELETE FROM outbox WHERE seq BETWEEN ? AND ?'),
+      insertSegment: state.statement(
+        'INSERT OR REPLACE INTO outbox_segments (id, cls, last_seq, count, bytes, min_expires, records) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      ),
+      deleteSegment: state.statement('DELETE FROM outbox_segments WHERE id = ?'),
+      putGone: state.statement('INSERT OR REPLACE INTO outbox_gone (segment, bits) VALUES (?, ?)'),
+      deleteGone: state.statement('DELETE FROM outbox_gone WHERE segment = ?'),
       setLastSeq: state.statement('UPDATE outbox_meta SET last_seq = max(last_seq, ?) WHERE id = 1'),
     };
     this.stmt = {
-      lookup: db.prepare('SELECT cls, size FROM outbox WHERE seq = ?'),
-      after: db.prepare(`SELECT ${COLUMNS} FROM outbox WHERE cls = ? AND seq > ? ORDER BY seq LIMIT ?`).raw(true),
-      // The newest rows of a class, newest first (outbox_by_class backwards).
-      newestOfClass: db.prepare(`SELECT ${COLUMNS} FROM outbox WHERE cls = ? ORDER BY seq DESC LIMIT ?`).raw(true),
-      expired: db.prepare(
-        'SELECT seq, cls, size, expires_at FROM outbox WHERE expires_at > 0 AND (expires_at, seq) > (?, ?) ' +
-          'AND expires_at <= ? ORDER BY expires_at, seq LIMIT ?',
-      ),
-      oldest: db.prepare('SELECT seq, size FROM outbox WHERE cls = ? AND seq > ? ORDER BY seq LIMIT ?'),
-      nextExpiry: db.prepare('SELECT min(expires_at) FROM outbox WHERE expires_at > ?').pluck(),
+      records: db.prepare('SELECT records FROM outbox_segments WHERE id = ?').pluck(),
       freelist: db.prepare('PRAGMA freelist_count').pluck(),
     };
     this.pageSize = db.pragma('page_size', { simple: true }) as number;
 
-    for (const r of db.prepare('SELECT cls, count(*) AS n, coalesce(sum(size), 0) AS bytes FROM outbox GROUP BY cls').all() as {
-      cls: number;
-      n: number;
-      bytes: number;
-    }[]) {
-      const t = this.counts[classOf(r.cls)];
-      t.count += r.n;
-      t.bytes += r.bytes;
+    let maxSeq = 0;
+    for (const r of db
+      .prepare('SELECT id, cls, last_seq, count, bytes, min_expires FROM outbox_segments ORDER BY id')
+      .raw(true)
+      .iterate() as IterableIterator<[number, number, number, number, number, number]>) {
+      const [id, code, lastSeq, count, bytes, minExpires] = r;
+      const cls = classOf(code);
+      this.segments[cls].push({
+        id, cls, lastSeq, count, live: count, minExpiry: minExpires > 0 ? minExpires : Infinity,
+        gone: null, goneStored: false, committed: true, touched: false,
+      });
+      const t = this.counts[cls];
+      t.count += count;
+      t.bytes += bytes;
+      if (minExpires > 0 && minExpires < this.nextExpiry) this.nextExpiry = minExpires;
+      if (lastSeq > maxSeq) maxSeq = lastSeq;
     }
-    const maxRow = db.prepare('SELECT coalesce(max(seq), 0) FROM outbox').pluck().get() as number;
+    for (const [segment, bits] of db.prepare('SELECT segment, bits FROM outbox_gone').raw(true).iterate() as IterableIterator<[number, Buffer]>) {
+      const seg = this.findSegment(segment);
+      if (seg === null) continue;
+      seg.gone = new Uint8Array(bits.length >= (seg.count + 7) >>> 3 ? bits : Buffer.concat([bits, Buffer.alloc(((seg.count + 7) >>> 3) - bits.length)]));
+      seg.goneStored = true;
+      const rows = this.decoded(seg);
+      const t = this.counts[seg.cls];
+      for (let i = 0; i < rows.length; i++) {
+        if (!isGone(seg.gone, i)) continue;
+        seg.live--;
+        t.count--;
+        t.bytes -= rows[i]!.size;
+      }
+    }
     const meta = (db.prepare('SELECT last_seq FROM outbox_meta WHERE id = 1').pluck().get() as number | undefined) ?? 0;
-    this.last = Math.max(maxRow, meta);
+    this.last = Math.max(maxSeq, meta);
     this.committedMax = this.last;
     for (const cls of OUTBOX_CLASSES) this.tailFrom[cls] = this.last;
     state.attachParticipant(this);
+  }
+
+  /** The live segment with this id, or null. */
+  private findSegment(id: number): Segment | null {
+    for (const cls of OUTBOX_CLASSES) {
+      const segs = this.segments[cls];
+      const i = segmentAtOrBefore(segs, id);
+      if (i >= 0 && segs[i]!.id === id) return segs[i]!;
+    }
+    return null;
+  }
+
+  /** A committed segment's records (decoded once while it stays among the last few read). */
+  private decoded(seg: Segment): OutboxRow[] {
+    const cache = this.decodedCache;
+    for (let i = cache.length - 1; i >= 0; i--) {
+      const c = cache[i]!;
+      if (c.seg !== seg) continue;
+      if (i !== cache.length - 1) {
+        cache.splice(i, 1);
+        cache.push(c);
+      }
+      return c.rows;
+    }
+    const data = this.stmt.records.get(seg.id) as Buffer | undefined;
+    if (data === undefined) throw new Error(`outbox segment ${seg.id} is missing from the table`);
+    const rows = decodeSegment(data, seg.cls);
+    cache.push({ seg, rows });
+    if (cache.length > DECODED_MAX) cache.shift();
+    return rows;
+  }
+
+  /** Where a committed live record is, by decoding the segment that holds it; null if none does. */
+  private locate(seq: number): RecordLoc | null {
+    for (const cls of OUTBOX_CLASSES) {
+      const segs = this.segments[cls];
+      const i = segmentAtOrBefore(segs, seq);
+      const seg = segs[i];
+      if (seg === undefined || seq > seg.lastSeq || !seg.committed) continue;
+      const rows = this.decoded(seg);
+      const j = firstAfter(rows, seq - 1);
+      const row = rows[j];
+      if (row === undefined || row.seq !== seq || isGone(seg.gone, j)) return null;
+      return { seg, index: j, size: row.size };
+    }
+    return null;
+  }
+
+  /** Removes a segment all of whose records are deleted. */
+  private forget(seg: Segment): void {
+    const segs = this.segments[seg.cls];
+    const i = segs.indexOf(seg);
+    if (i >= 0) segs.splice(i, 1);
+    const c = this.decodedCache.findIndex((e) => e.seg === seg);
+    if (c >= 0) this.decodedCache.splice(c, 1);
   }
 
   protected write(batch: WriteBatch): void {
     // Work added from now on needs a commit of its own.
     this.commitRequested = false;
     const s = this.write_;
-    for (const r of this.pendingAppends.values()) {
-      batch.run(
-        s.insert,
-        r.seq,
-        CLASS_CODE[r.cls],
-        r.localTopic,
-        r.topic,
-        r.payload,
-        r.qos,
-        encodeProperties(r.properties),
-        r.createdAt,
-        r.expiresAt,
-        r.size,
-      );
+    if (this.pendingAppends.size > 0) {
+      // One segment per class (appends are in seq order, so each class's are too).
+      const byClass: Partial<Record<OutboxClass, OutboxRow[]>> = {};
+      for (const r of this.pendingAppends.values()) (byClass[r.cls] ??= []).push(r);
+      for (const cls of OUTBOX_CLASSES) {
+        const rows = byClass[cls];
+        if (rows === undefined) continue;
+        const { data, summary } = encodeSegment(rows);
+        batch.run(s.insertSegment, summary.firstSeq, CLASS_CODE[cls], summary.lastSeq, summary.count, summary.bytes, summary.minExpires, data);
+        const seg: Segment = {
+          id: summary.firstSeq, cls, lastSeq: summary.lastSeq, count: summary.count, live: summary.count,
+          minExpiry: summary.minExpires > 0 ? summary.minExpires : Infinity,
+          gone: null, goneStored: false, committed: false, touched: false,
+        };
+        this.segments[cls].push(seg);
+        this.sealedSegments.push(seg);
+        for (let i = 0; i < rows.length; i++) this.tailLocs.set(rows[i]!.seq, { seg, index: i, size: rows[i]!.size });
+      }
     }
     if (this.pendingDeletes.size > 0) {
-      // HQ acknowledges mostly in order: consecutive seqs go as one range. (A seq between two runs
-      // may be a live row of another class, so runs never span a gap.)
-      const runs = seqRuns([...this.pendingDeletes], noGaps);
-      for (let i = 0; i < runs.length; i += 2) batch.run(s.deleteRange, runs[i], runs[i + 1]);
+      const touched: Segment[] = [];
+      for (const seq of this.pendingDeletes) {
+        const loc = this.deleteLocs.get(seq) ?? this.tailLocs.get(seq) ?? this.locate(seq);
+        this.deleteLocs.delete(seq);
+        this.tailLocs.delete(seq);
+        if (loc === null || isGone(loc.seg.gone, loc.index)) continue;
+        const seg = loc.seg;
+        seg.gone ??= goneBitmap(seg.count);
+        setGone(seg.gone, loc.index);
+        seg.live--;
+        if (!seg.touched) {
+          seg.touched = true;
+          touched.push(seg);
+        }
+      }
+      for (const seg of touched) {
+        seg.touched = false;
+        if (seg.live > 0) {
+          batch.run(s.putGone, seg.id, Buffer.from(seg.gone!));
+          seg.goneStored = true;
+          continue;
+        }
+        // Every record acknowledged (or dropped): the whole segment goes, its pages freed at once.
+        batch.run(s.deleteSegment, seg.id);
+        if (seg.goneStored) batch.run(s.deleteGone, seg.id);
+        this.forget(seg);
+      }
       batch.run(s.setLastSeq, this.last);
     }
   }
@@ -426,22 +556,24 @@ export class SqliteOutboxStore extends OutboxStoreBase {
   }
 
   protected override afterCommit(): void {
-    // The table is the committed view; the tail mirrors its newest rows.
-    this.expiredSkip = { expiresAt: 0, seq: 0 };
+    for (const seg of this.sealedSegments) seg.committed = true;
+    this.sealedSegments = [];
     if (this.pendingMinExpiry < this.nextExpiry) this.nextExpiry = this.pendingMinExpiry;
+    // The table is the committed view; the tail mirrors its newest rows.
     for (const seq of this.sealedDeletes) this.tail.remove(seq);
     for (const row of this.sealedAppends.values()) if (!this.sealedDeletes.has(row.seq)) this.tail.add(row);
     // Over budget: the oldest rows leave the tail (they stay in the table).
     while (this.tail.bytes > this.tailMaxBytes) {
-      const { cls, upTo } = this.tail.dropOldest();
+      const { cls, dropped } = this.tail.dropOldest();
+      for (const seq of dropped) this.tailLocs.delete(seq);
+      const upTo = dropped[dropped.length - 1] ?? 0;
       if (upTo > this.tailFrom[cls]) this.tailFrom[cls] = upTo;
     }
   }
 
-  private handOut(r: SqlRow): OutboxRow {
-    const row = rowFromSql(r);
+  private handOut(seg: Segment, index: number, row: OutboxRow): OutboxRow {
     const cache = this.handedOut;
-    cache.set(row.seq, { seq: row.seq, cls: row.cls, size: row.size });
+    cache.set(row.seq, { seg, index, size: row.size });
     if (cache.size > HANDED_OUT_MAX) {
       for (const seq of cache.keys()) {
         cache.delete(seq);
@@ -452,112 +584,118 @@ export class SqliteOutboxStore extends OutboxStoreBase {
   }
 
   protected lookupCommitted(seq: number): OutboxRowRef | null {
-    const known = this.handedOut.get(seq);
-    if (known !== undefined) {
-      this.handedOut.delete(seq);
-      return known;
-    }
-    const inTail = this.tail.get(seq);
-    if (inTail !== undefined) return ref(inTail);
-    const r = this.stmt.lookup.get(seq) as { cls: number; size: number } | undefined;
-    return r === undefined ? null : { seq, cls: classOf(r.cls), size: r.size };
+    let loc = this.handedOut.get(seq);
+    if (loc !== undefined) this.handedOut.delete(seq);
+    else loc = this.tailLocs.get(seq) ?? this.locate(seq) ?? undefined;
+    if (loc === undefined || isGone(loc.seg.gone, loc.index)) return null;
+    this.deleteLocs.set(seq, loc);
+    return { seq, cls: loc.seg.cls, size: loc.size };
   }
 
   readCommitted(cls: OutboxClass, afterSeq: number, limit: number): OutboxRow[] {
-    const out: OutboxRow[] = [];
     // Everything after the cursor is in the tail.
     if (afterSeq >= this.tailFrom[cls]) return this.tail.after(cls, afterSeq, limit, this.isDeleting);
-    let after = afterSeq;
-    while (out.length < limit) {
-      const want = limit - out.length;
-      const rows = this.stmt.after.all(CLASS_CODE[cls], after, want) as SqlRow[];
-      for (const r of rows) {
-        // Committed by the writer but not confirmed yet: next time.
-        if (r[0] > this.committedMax) return out;
-        if (!this.deleting(r[0])) out.push(this.handOut(r));
+    const out: OutboxRow[] = [];
+    const segs = this.segments[cls];
+    for (let i = Math.max(0, segmentAtOrBefore(segs, afterSeq)); i < segs.length && out.length < limit; i++) {
+      const seg = segs[i]!;
+      // Not committed yet: neither it nor any later segment of the class is readable.
+      if (!seg.committed) break;
+      if (seg.lastSeq <= afterSeq) continue;
+      const rows = this.decoded(seg);
+      for (let j = firstAfter(rows, afterSeq); j < rows.length && out.length < limit; j++) {
+        const row = rows[j]!;
+        if (!isGone(seg.gone, j) && !this.deleting(row.seq)) out.push(this.handOut(seg, j, row));
       }
-      const lastRow = rows[rows.length - 1];
-      if (rows.length < want || lastRow === undefined) break;
-      after = lastRow[0];
     }
     return out;
   }
 
   newestPerTopic(cls: OutboxClass, limit: number): OutboxRow[] {
     if (limit <= 0) return [];
-    // The newest row of each local topic among the class's newest NEWEST_SCAN_ROWS rows: a topic
-    // silent for longer than that is not "where the truck is now" and drains with the backlog.
-    // (No index by topic: it cost a B-tree write on every append and delete.)
+    // The newest record of each local topic among the class's newest NEWEST_SCAN_ROWS live records:
+    // a topic silent for longer than that is not "where the truck is now" and drains with the backlog.
     const seen = new Set<string>();
     const out: OutboxRow[] = [];
-    for (const r of this.stmt.newestOfClass.iterate(CLASS_CODE[cls], NEWEST_SCAN_ROWS) as IterableIterator<SqlRow>) {
-      if (r[0] > this.committedMax || this.deleting(r[0]) || seen.has(r[2])) continue;
-      seen.add(r[2]);
-      out.push(this.handOut(r));
-      if (out.length >= limit) break;
+    const segs = this.segments[cls];
+    let scanned = 0;
+    for (let i = segs.length - 1; i >= 0 && scanned < NEWEST_SCAN_ROWS && out.length < limit; i--) {
+      const seg = segs[i]!;
+      if (!seg.committed) continue;
+      const rows = this.decoded(seg);
+      for (let j = rows.length - 1; j >= 0 && scanned < NEWEST_SCAN_ROWS && out.length < limit; j--) {
+        const row = rows[j]!;
+        if (isGone(seg.gone, j) || this.deleting(row.seq)) continue;
+        scanned++;
+        if (seen.has(row.localTopic)) continue;
+        seen.add(row.localTopic);
+        out.push(this.handOut(seg, j, row));
+      }
     }
     return out.sort((a, b) => a.seq - b.seq);
   }
 
   protected oldestCommitted(cls: OutboxClass, limit: number): OutboxRowRef[] {
-    // Rows deleted this turn (evicted, acknowledged) stay in the table until the commit: the scan
-    // starts after the run of them at the head it has already seen, so evicting many records in
-    // one turn does not read the same deleted rows again and again. A row at or below the mark
-    // never becomes live again (pending deletes are never undone, new seqs are higher).
+    // Records deleted this turn (evicted, acknowledged) stay live until the seal: the scan starts
+    // after the run of them at the head it has already seen, so evicting many records in one turn
+    // does not walk the same deleted records again and again. A record at or below the mark never
+    // becomes live again (pending deletes are never undone, new seqs are higher).
     const out: OutboxRowRef[] = [];
-    let after = this.headSkip[cls];
+    const after = this.headSkip[cls];
     let atHead = true;
-    while (out.length < limit) {
-      // One more than wanted: the head row is usually one deleted since the last call.
-      const want = limit - out.length + 1;
-      const rows = this.stmt.oldest.all(CLASS_CODE[cls], after, want) as { seq: number; size: number }[];
-      for (const r of rows) {
-        if (this.deleting(r.seq)) {
-          if (atHead) this.headSkip[cls] = r.seq;
+    const segs = this.segments[cls];
+    for (let i = Math.max(0, segmentAtOrBefore(segs, after)); i < segs.length && out.length < limit; i++) {
+      const seg = segs[i]!;
+      if (!seg.committed) break;
+      if (seg.lastSeq <= after) continue;
+      const rows = this.decoded(seg);
+      for (let j = firstAfter(rows, after); j < rows.length && out.length < limit; j++) {
+        const row = rows[j]!;
+        if (isGone(seg.gone, j)) continue;
+        if (this.deleting(row.seq)) {
+          if (atHead) this.headSkip[cls] = row.seq;
           continue;
         }
         atHead = false;
-        if (out.length < limit) out.push({ seq: r.seq, cls, size: r.size });
+        this.handOut(seg, j, row);
+        out.push({ seq: row.seq, cls, size: row.size });
       }
-      const lastRow = rows[rows.length - 1];
-      if (rows.length < want || lastRow === undefined) break;
-      after = lastRow.seq;
     }
     return out;
   }
 
   protected expiredCommitted(now: number, limit: number): ExpiredRef[] {
-    // As above: a cursor over the run of expired rows already deleted this turn (reset at each
-    // commit, which may bring rows with an earlier expiry).
-    const out: ExpiredRef[] = [];
-    if (now < this.nextExpiry) return out;
-    let cursor = this.expiredSkip;
-    let atHead = true;
-    while (out.length < limit) {
-      const want = limit - out.length;
-      const rows = this.stmt.expired.all(cursor.expiresAt, cursor.seq, now, want) as {
-        seq: number;
-        cls: number;
-        size: number;
-        expires_at: number;
-      }[];
-      for (const r of rows) {
-        if (this.deleting(r.seq)) {
-          if (atHead) this.expiredSkip = { expiresAt: r.expires_at, seq: r.seq };
+    // Only segments whose earliest live expiry has passed are decoded; each such scan tightens
+    // that bound. Up to `limit` found (more may be left: the next call looks again).
+    const found: ExpiredRef[] = [];
+    if (now < this.nextExpiry) return found;
+    let next = Infinity;
+    let full = false;
+    for (const cls of OUTBOX_CLASSES) {
+      for (const seg of this.segments[cls]) {
+        if (!seg.committed) break;
+        if (seg.minExpiry > now || full) {
+          if (seg.minExpiry < next) next = seg.minExpiry;
           continue;
         }
-        atHead = false;
-        out.push({ seq: r.seq, cls: classOf(r.cls), size: r.size, expiresAt: r.expires_at });
+        const rows = this.decoded(seg);
+        let min = Infinity;
+        for (let j = 0; j < rows.length; j++) {
+          const row = rows[j]!;
+          if (row.expiresAt <= 0 || isGone(seg.gone, j) || this.deleting(row.seq)) continue;
+          if (row.expiresAt < min) min = row.expiresAt;
+          if (row.expiresAt > now) continue;
+          this.handOut(seg, j, row);
+          found.push({ seq: row.seq, cls, size: row.size, expiresAt: row.expiresAt });
+        }
+        seg.minExpiry = min;
+        if (min < next) next = min;
+        if (found.length >= limit) full = true;
       }
-      const lastRow = rows[rows.length - 1];
-      if (rows.length < want || lastRow === undefined) break;
-      cursor = { expiresAt: lastRow.expires_at, seq: lastRow.seq };
     }
-    if (out.length === 0) {
-      // Nothing (live) has expired: no need to look again before the next expiry.
-      this.nextExpiry = (this.stmt.nextExpiry.get(now) as number | null) ?? Infinity;
-    }
-    return out;
+    found.sort((a, b) => a.expiresAt - b.expiresAt || a.seq - b.seq);
+    this.nextExpiry = next;
+    return found.slice(0, limit);
   }
 
   reusableBytes(): number {
@@ -644,15 +782,15 @@ class CommittedRows {
     return out;
   }
 
-  /** Drops the oldest quarter of the fullest class; returns it with the highest seq dropped. */
-  dropOldest(): { cls: OutboxClass; upTo: number } {
+  /** Drops the oldest quarter of the fullest class; returns it with the seqs dropped (in order). */
+  dropOldest(): { cls: OutboxClass; dropped: number[] } {
     let cls: OutboxClass = 'bulk';
     for (const c of OUTBOX_CLASSES) if (this.byClass[c].live.size > this.byClass[cls].live.size) cls = c;
     // Live rows in insertion order, which is seq order.
     const live = [...this.byClass[cls].live.keys()];
     const drop = live.slice(0, Math.max(1, Math.ceil(live.length / 4)));
     for (const seq of drop) this.remove(seq);
-    return { cls, upTo: drop[drop.length - 1] ?? 0 };
+    return { cls, dropped: drop };
   }
 }
 

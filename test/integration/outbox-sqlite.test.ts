@@ -1,6 +1,8 @@
 // The SQLite outbox on real files: durability across reopen and a simulated power cut, seq
-// numbering that survives an emptied outbox, the migration from a database without an outbox, and
-// the outbox committing in the same transaction as the broker's journal (commit participants).
+// numbering that survives an emptied outbox, the segments on disk (one per class per commit, a
+// bitmap of deleted records, freed once all are deleted), the migrations from a database without
+// an outbox and from one-row-per-message outboxes, and the outbox committing in the same
+// transaction as the broker's journal (commit participants).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,11 +13,29 @@ import type { OutboxClass, OutboxRecord } from '../../src/bridge/types.js';
 import { MemoryStateStore } from '../../src/store/memory-state-store.js';
 import { MIGRATIONS, SCHEMA_VERSION } from '../../src/store/migrations.js';
 import { MemoryOutboxStore, SqliteOutboxStore } from '../../src/store/outbox-store.js';
+import { decodeSegment, isGone } from '../../src/store/outbox-segment.js';
 import { SqliteStateStore, type CommitParticipant } from '../../src/store/sqlite-state-store.js';
 import { StoreError } from '../../src/store/state-store.js';
 import { message } from '../unit/state-store-conformance.js';
 
 const quiet = { info: () => {}, warn: () => {}, error: () => {} };
+
+/** Live seqs in the database file, read with SQL and the segment layout (not through the store). */
+function liveSeqsOnDisk(db: Database.Database): number[] {
+  const gone = new Map<number, Uint8Array>();
+  for (const [segment, bits] of db.prepare('SELECT segment, bits FROM outbox_gone').raw(true).all() as [number, Buffer][]) gone.set(segment, bits);
+  const out: number[] = [];
+  for (const [id, records] of db.prepare('SELECT id, records FROM outbox_segments ORDER BY id').raw(true).all() as [number, Buffer][]) {
+    decodeSegment(records, 'event').forEach((r, i) => {
+      if (!isGone(gone.get(id) ?? null, i)) out.push(r.seq);
+    });
+  }
+  return out.sort((a, b) => a - b);
+}
+
+function countRows(db: Database.Database, table: string): number {
+  return db.prepare(`SELECT count(*) FROM ${table}`).pluck().get() as number;
+}
 
 function rec(cls: OutboxClass, localTopic: string, payload: string, extra: Partial<OutboxRecord> = {}): Omit<OutboxRecord, 'seq'> {
   return { cls, localTopic, topic: `fleet/gw1/${localTopic}`, payload: Buffer.from(payload), qos: 1, createdAt: 1, expiresAt: 0, ...extra };
@@ -105,7 +125,7 @@ describe('SQLite outbox on disk', () => {
     }
     expect(got).to.deep.equal(live);
     // What the table holds agrees (the tail is only a copy).
-    expect(state.db.prepare('SELECT seq FROM outbox ORDER BY seq').pluck().all()).to.deep.equal(live);
+    expect(liveSeqsOnDisk(state.db)).to.deep.equal(live);
   });
 
   it('an outbox emptied by acknowledgements does not restart its numbering', async () => {
@@ -115,7 +135,7 @@ describe('SQLite outbox on disk', () => {
     await state.commit();
     for (let seq = 1; seq <= 5; seq++) o.remove(seq);
     await state.commit();
-    expect(state.db.prepare('SELECT count(*) FROM outbox').pluck().get()).to.equal(0);
+    expect(countRows(state.db, 'outbox_segments')).to.equal(0);
     state.close();
     const again = openStore();
     expect(again.store.lastSeq).to.equal(5);
@@ -155,18 +175,65 @@ describe('SQLite outbox on disk', () => {
     expect(store.totals().alarm).to.deep.equal({ count: 0, bytes: 0 });
   });
 
-  it('uses its indexes for reads by class (also newest first) and expiry', () => {
-    const { state } = openStore();
-    const plan = (sql: string): string =>
-      (state.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as { detail: string }[]).map((r) => r.detail).join('; ');
-    expect(plan('SELECT * FROM outbox WHERE cls = 2 AND seq > 5 ORDER BY seq LIMIT 10')).to.match(/INDEX outbox_by_class/);
-    expect(plan('SELECT * FROM outbox WHERE cls = 2 ORDER BY seq DESC LIMIT 10')).to.match(/INDEX outbox_by_class/);
-    // Appends and deletes maintain the table and two indexes, no more.
-    expect(state.db.prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'outbox' ORDER BY name").pluck().all())
-      .to.deep.equal(['outbox_by_class', 'outbox_by_expiry']);
-    expect(plan('SELECT seq FROM outbox WHERE expires_at > 0 AND (expires_at, seq) > (0, 0) AND expires_at <= 9 ORDER BY expires_at, seq LIMIT 5')).to.match(
-      /INDEX outbox_by_expiry/,
+  it('writes one segment per class per commit; deleted records are a bitmap until the whole segment goes', async () => {
+    const { state, store } = openStore();
+    const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+    // One commit: 6 telemetry and 2 alarms, interleaved.
+    const classes: OutboxClass[] = ['telemetry', 'telemetry', 'alarm', 'telemetry', 'telemetry', 'alarm', 'telemetry', 'telemetry'];
+    for (const [i, cls] of classes.entries()) o.append(rec(cls, `t/${i}`, `p${i}`));
+    await state.commit();
+    const segments = (): number[][] => state.db.prepare('SELECT id, cls, last_seq, count FROM outbox_segments ORDER BY id').raw(true).all() as number[][];
+    expect(segments()).to.deep.equal([[1, 2, 8, 6], [3, 0, 6, 2]]);
+    expect(countRows(state.db, 'outbox_gone')).to.equal(0);
+
+    // Some records of each: bitmaps; all of the alarms: their segment goes (no bitmap left behind).
+    for (const seq of [1, 2, 7, 3, 6]) o.remove(seq);
+    await state.commit();
+    expect(segments()).to.deep.equal([[1, 2, 8, 6]]);
+    expect(state.db.prepare('SELECT segment, hex(bits) FROM outbox_gone').raw(true).all()).to.deep.equal([[1, '13']]); // bits 0, 1, 4
+    expect(liveSeqsOnDisk(state.db)).to.deep.equal([4, 5, 8]);
+
+    // A reopen counts the bitmap in, and the rest of the segment can go.
+    const before = o.stats();
+    state.close();
+    const again = openStore();
+    const o2 = createOutbox({ store: again.store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+    expect(o2.stats()).to.deep.equal(before);
+    expect(o2.next('telemetry', 0, 10).map((r) => r.seq)).to.deep.equal([4, 5, 8]);
+    for (const seq of [4, 5, 8]) o2.remove(seq);
+    await again.state.commit();
+    expect([countRows(again.state.db, 'outbox_segments'), countRows(again.state.db, 'outbox_gone')]).to.deep.equal([0, 0]);
+    expect(o2.stats().count).to.equal(0);
+  });
+
+  it('migrates an outbox of one row per message (schema 7) into segments, records and numbering intact', () => {
+    const raw = new Database(file);
+    raw.pragma('journal_mode = WAL');
+    for (const m of MIGRATIONS.slice(0, 7)) raw.exec(m.sql);
+    raw.pragma('user_version = 7');
+    const insert = raw.prepare(
+      'INSERT INTO outbox (seq, cls, local_topic, topic, payload, qos, properties, created_at, expires_at, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
     );
+    // A binary payload with NUL bytes, a non-ASCII topic, properties, an expiry, an empty payload.
+    insert.run(3, 2, 'truck/gps/é', 'fleet/gw1/gps/é', Buffer.from([0, 1, 0, 255]), 1, '{"contentType":"x"}', 1000, 0, 60);
+    insert.run(5, 0, 'truck/alarm', 'fleet/gw1/alarm', Buffer.alloc(0), 2, null, 1001, 99_000_000_000_000, 50);
+    insert.run(9, 2, 'truck/gps/é', 'fleet/gw1/gps/é', Buffer.from('second'), 0, null, 1002, 0, 61);
+    raw.prepare('UPDATE outbox_meta SET last_seq = 4').run();
+    raw.close();
+
+    const { state, store } = openStore();
+    expect(state.db.pragma('user_version', { simple: true })).to.equal(SCHEMA_VERSION);
+    expect(store.lastSeq).to.equal(9);
+    expect(store.totals().telemetry).to.deep.equal({ count: 2, bytes: 121 });
+    expect(store.totals().alarm).to.deep.equal({ count: 1, bytes: 50 });
+    const gps = store.readCommitted('telemetry', 0, 10);
+    expect(gps.map((r) => [r.seq, r.localTopic, r.topic, [...r.payload], r.qos, r.createdAt, r.expiresAt, r.size, r.properties])).to.deep.equal([
+      [3, 'truck/gps/é', 'fleet/gw1/gps/é', [0, 1, 0, 255], 1, 1000, 0, 60, { contentType: 'x' }],
+      [9, 'truck/gps/é', 'fleet/gw1/gps/é', [...Buffer.from('second')], 0, 1002, 0, 61, undefined],
+    ]);
+    const [alarm] = store.readCommitted('alarm', 0, 10);
+    expect([alarm?.seq, alarm?.payload.length, alarm?.qos, alarm?.expiresAt]).to.deep.equal([5, 0, 2, 99_000_000_000_000]);
+    expect(state.db.prepare("SELECT count(*) FROM sqlite_schema WHERE name = 'outbox'").pluck().get()).to.equal(0);
   });
 
   describe('one transaction with the broker journal', () => {
@@ -185,7 +252,7 @@ describe('SQLite outbox on disk', () => {
       expect(state.pending).to.equal(true);
       await state.commit();
       expect(seen).to.deep.equal([1]); // a removal makes nothing new readable
-      expect(state.db.prepare('SELECT count(*) FROM outbox').pluck().get()).to.equal(0);
+      expect(countRows(state.db, 'outbox_segments')).to.equal(0);
     });
 
     it('work added from an onCommitted listener gets a commit of its own', async () => {
@@ -211,7 +278,7 @@ describe('SQLite outbox on disk', () => {
       const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
       const seen: number[] = [];
       o.onCommitted((seq) => seen.push(seq));
-      state.db.exec("CREATE TRIGGER fail_outbox BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'injected'); END");
+      state.db.exec("CREATE TRIGGER fail_outbox BEFORE INSERT ON outbox_segments BEGIN SELECT RAISE(ABORT, 'injected'); END");
 
       // What the broker does for a PUBLISH routed uplink and stored for a persistent session.
       state.putSession('truck-1', 3600, 0);
@@ -229,7 +296,7 @@ describe('SQLite outbox on disk', () => {
       try {
         expect(reader.prepare('SELECT count(*) FROM sessions').pluck().get()).to.equal(0);
         expect(reader.prepare('SELECT count(*) FROM messages').pluck().get()).to.equal(0);
-        expect(reader.prepare('SELECT count(*) FROM outbox').pluck().get()).to.equal(0);
+        expect(countRows(reader, 'outbox_segments')).to.equal(0);
       } finally {
         reader.close();
       }
@@ -264,7 +331,7 @@ describe('SQLite outbox on disk', () => {
       await state.commit();
       expect(o.next('event', 0, 10).map((r) => r.seq)).to.deep.equal([2]);
       expect(state.load().sessions.map((s) => s.clientId)).to.deep.equal(['ro']);
-      expect(state.db.prepare('SELECT seq FROM outbox').pluck().all()).to.deep.equal([2]);
+      expect(liveSeqsOnDisk(state.db)).to.deep.equal([2]);
     });
 
     it('a participant whose statement fails: the whole transaction is rolled back and retried', async () => {
