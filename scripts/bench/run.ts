@@ -379,6 +379,7 @@ async function runDurable(sc: Scenario, broker: Broker, rec: RunRecord, { opts, 
   const sub = await startPersistentSub(broker.port, expected(false), timeoutS);
   const io0 = readWriteBytes(broker.pid);
   const ticks0 = readCpuTicks(broker.pid);
+  const mainTicks0 = readMainThreadCpuTicks(broker.pid);
   const r = await runMqttbench(
     binary,
     [...commonFlags(broker.port, broker.pid, sc.name), ...sc.flags(opts.quick), '-t', String(timeoutS)],
@@ -389,6 +390,7 @@ async function runDurable(sc: Scenario, broker: Broker, rec: RunRecord, { opts, 
   const alive = isRunning(broker.proc);
   if (alive) {
     rec.brokerCpuS = (readCpuTicks(broker.pid) - ticks0) / clockTicks();
+    rec.brokerMainCpuS = (readMainThreadCpuTicks(broker.pid) - mainTicks0) / clockTicks();
     const io1 = readWriteBytes(broker.pid);
     rec.diskWriteBytes = io0 !== null && io1 !== null ? io1 - io0 : null;
   }
@@ -740,7 +742,10 @@ function durableSummary(r: RunRecord): string {
   if (num(sub, 'duplicates')) parts.push(`dup ${num(sub, 'duplicates')}`);
   // The warm-up pass created the session; the measured pass must have resumed it.
   if (r.warmup && sub?.session_present === false) parts.push('SESSION NOT RESUMED');
-  if (r.brokerCpuS !== null) parts.push(`broker cpu ${r.brokerCpuS.toFixed(2)} s`);
+  if (r.brokerCpuS !== null) {
+    const main = r.brokerMainCpuS === undefined || r.brokerMainCpuS === null ? '' : ` (main thread ${r.brokerMainCpuS.toFixed(2)} s)`;
+    parts.push(`broker cpu ${r.brokerCpuS.toFixed(2)} s${main}`);
+  }
   parts.push(`${r.wallS.toFixed(1)} s`);
   if (r.error) parts.push(`ERROR: ${r.error.split('\n').slice(0, 3).join(' ')}`);
   return parts.join(', ');

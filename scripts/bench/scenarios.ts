@@ -16,6 +16,8 @@ export interface RunRecord {
   error?: string;
   /** Broker utime+stime over the measured mqttbench run, from /proc/PID/stat. */
   brokerCpuS: number | null;
+  /** The main thread's part of brokerCpuS (durable scenario; the rest: the store writer thread). */
+  brokerMainCpuS?: number | null;
   /** Broker VmRSS right before mqttbench started (idle scenario). */
   brokerRssEmptyKb: number | null;
   warmup: { exitCode: number | null; throughput: number | null } | null;
