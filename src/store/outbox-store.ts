@@ -308,37 +308,35 @@ interface Segment {
   committed: boolean;
   /** Listed in the deletes being sealed. */
   touched: boolean;
+  /**
+   * Its records while they are in memory anyway (sealed, or in the tail): reads and deletes then
+   * decode nothing. Null once they have left the tail (and for segments found at open).
+   */
+  rows: OutboxRow[] | null;
 }
 
-/** Where a record is: its segment and index there (and its size, for the totals). */
-interface RecordLoc {
-  seg: Segment;
-  index: number;
-  size: number;
-}
-
-/** Index of the first record with seq > afterSeq (records are in seq order). */
-function firstAfter(rows: readonly OutboxRow[], afterSeq: number): number {
+/** Index of the first item whose key is above `value` (items sorted by key), by bisection. */
+function firstAbove<T>(items: readonly T[], value: number, keyOf: (item: T) => number): number {
   let lo = 0;
-  let hi = rows.length;
+  let hi = items.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (rows[mid]!.seq <= afterSeq) lo = mid + 1;
+    if (keyOf(items[mid]!) <= value) lo = mid + 1;
     else hi = mid;
   }
   return lo;
 }
 
+const seqOf = (row: OutboxRow): number => row.seq;
+
+/** Index of the first record with seq > afterSeq (records are in seq order). */
+function firstAfter(rows: readonly OutboxRow[], afterSeq: number): number {
+  return firstAbove(rows, afterSeq, seqOf);
+}
+
 /** Index of the last segment with id <= seq, or -1. */
 function segmentAtOrBefore(segs: readonly Segment[], seq: number): number {
-  let lo = 0;
-  let hi = segs.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (segs[mid]!.id <= seq) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo - 1;
+  return firstAbove(segs, seq, (seg) => seg.id) - 1;
 }
 
 export class SqliteOutboxStore extends OutboxStoreBase {
@@ -357,15 +355,12 @@ export class SqliteOutboxStore extends OutboxStoreBase {
   /** No committed record expires before this (a lower bound). */
   private nextExpiry = Infinity;
   /**
-   * Where recently handed-out records are (readCommitted, newestPerTopic, oldest, expired):
-   * deleting one once HQ has acknowledged it then needs no search. Bounded; a miss decodes the
-   * segment.
+   * The segments of recently handed-out records (readCommitted, newestPerTopic, oldest, expired):
+   * deleting one once HQ has acknowledged it then needs no search among the segments. Bounded.
    */
-  private readonly handedOut = new Map<number, RecordLoc>();
-  /** Where the appended records still in the tail (or sealed, not committed) are. */
-  private readonly tailLocs = new Map<number, RecordLoc>();
-  /** Where the records of pending deletes are (found by lookupCommitted). */
-  private readonly deleteLocs = new Map<number, RecordLoc>();
+  private readonly handedOut = new Map<number, Segment>();
+  /** The segments of the records of pending deletes (found by lookupCommitted). */
+  private readonly deleteSegments = new Map<number, Segment>();
   /**
    * The newest committed rows, kept in memory after their commit: per class, every live committed
    * row with seq > tailFrom[cls] is in tail[cls]. A read whose cursor is past tailFrom (the usual
@@ -405,7 +400,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       const cls = classOf(code);
       this.segments[cls].push({
         id, cls, lastSeq, count, live: count, minExpiry: minExpires > 0 ? minExpires : Infinity,
-        gone: null, goneStored: false, committed: true, touched: false,
+        gone: null, goneStored: false, committed: true, touched: false, rows: null,
       });
       const t = this.counts[cls];
       t.count += count;
@@ -444,8 +439,9 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     return null;
   }
 
-  /** A committed segment's records (decoded once while it stays among the last few read). */
+  /** A segment's records: in memory while young, else decoded (once while among the last few read). */
   private decoded(seg: Segment): OutboxRow[] {
+    if (seg.rows !== null) return seg.rows;
     const cache = this.decodedCache;
     for (let i = cache.length - 1; i >= 0; i--) {
       const c = cache[i]!;
@@ -464,20 +460,23 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     return rows;
   }
 
-  /** Where a committed live record is, by decoding the segment that holds it; null if none does. */
-  private locate(seq: number): RecordLoc | null {
+  /** The live segment holding the live record seq, or null. */
+  private segmentOf(seq: number): Segment | null {
     for (const cls of OUTBOX_CLASSES) {
       const segs = this.segments[cls];
-      const i = segmentAtOrBefore(segs, seq);
-      const seg = segs[i];
-      if (seg === undefined || seq > seg.lastSeq || !seg.committed) continue;
-      const rows = this.decoded(seg);
-      const j = firstAfter(rows, seq - 1);
-      const row = rows[j];
-      if (row === undefined || row.seq !== seq || isGone(seg.gone, j)) return null;
-      return { seg, index: j, size: row.size };
+      const seg = segs[segmentAtOrBefore(segs, seq)];
+      // (A sealed segment's records are in memory; a committed one's are in the table.)
+      if (seg === undefined || seq > seg.lastSeq || (seg.rows === null && !seg.committed)) continue;
+      if (this.indexIn(seg, seq) >= 0) return seg;
     }
     return null;
+  }
+
+  /** Index of the live record seq in seg, or -1. */
+  private indexIn(seg: Segment, seq: number): number {
+    const rows = this.decoded(seg);
+    const j = firstAfter(rows, seq - 1);
+    return rows[j]?.seq === seq && !isGone(seg.gone, j) ? j : -1;
   }
 
   /** Removes a segment all of whose records are deleted. */
@@ -505,23 +504,21 @@ export class SqliteOutboxStore extends OutboxStoreBase {
         const seg: Segment = {
           id: summary.firstSeq, cls, lastSeq: summary.lastSeq, count: summary.count, live: summary.count,
           minExpiry: summary.minExpires > 0 ? summary.minExpires : Infinity,
-          gone: null, goneStored: false, committed: false, touched: false,
+          gone: null, goneStored: false, committed: false, touched: false, rows,
         };
         this.segments[cls].push(seg);
         this.sealedSegments.push(seg);
-        for (let i = 0; i < rows.length; i++) this.tailLocs.set(rows[i]!.seq, { seg, index: i, size: rows[i]!.size });
       }
     }
     if (this.pendingDeletes.size > 0) {
       const touched: Segment[] = [];
       for (const seq of this.pendingDeletes) {
-        const loc = this.deleteLocs.get(seq) ?? this.tailLocs.get(seq) ?? this.locate(seq);
-        this.deleteLocs.delete(seq);
-        this.tailLocs.delete(seq);
-        if (loc === null || isGone(loc.seg.gone, loc.index)) continue;
-        const seg = loc.seg;
+        const seg = this.deleteSegments.get(seq) ?? this.segmentOf(seq);
+        this.deleteSegments.delete(seq);
+        const index = seg === null ? -1 : this.indexIn(seg, seq);
+        if (seg === null || index < 0) continue;
         seg.gone ??= goneBitmap(seg.count);
-        setGone(seg.gone, loc.index);
+        setGone(seg.gone, index);
         seg.live--;
         if (!seg.touched) {
           seg.touched = true;
@@ -564,16 +561,19 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     for (const row of this.sealedAppends.values()) if (!this.sealedDeletes.has(row.seq)) this.tail.add(row);
     // Over budget: the oldest rows leave the tail (they stay in the table).
     while (this.tail.bytes > this.tailMaxBytes) {
-      const { cls, dropped } = this.tail.dropOldest();
-      for (const seq of dropped) this.tailLocs.delete(seq);
-      const upTo = dropped[dropped.length - 1] ?? 0;
+      const { cls, upTo } = this.tail.dropOldest();
       if (upTo > this.tailFrom[cls]) this.tailFrom[cls] = upTo;
+      // Segments wholly out of the tail stop holding their records (they leave oldest first).
+      for (const seg of this.segments[cls]) {
+        if (seg.lastSeq > upTo) break;
+        seg.rows = null;
+      }
     }
   }
 
-  private handOut(seg: Segment, index: number, row: OutboxRow): OutboxRow {
+  private handOut(seg: Segment, row: OutboxRow): OutboxRow {
     const cache = this.handedOut;
-    cache.set(row.seq, { seg, index, size: row.size });
+    cache.set(row.seq, seg);
     if (cache.size > HANDED_OUT_MAX) {
       for (const seq of cache.keys()) {
         cache.delete(seq);
@@ -584,31 +584,43 @@ export class SqliteOutboxStore extends OutboxStoreBase {
   }
 
   protected lookupCommitted(seq: number): OutboxRowRef | null {
-    let loc = this.handedOut.get(seq);
-    if (loc !== undefined) this.handedOut.delete(seq);
-    else loc = this.tailLocs.get(seq) ?? this.locate(seq) ?? undefined;
-    if (loc === undefined || isGone(loc.seg.gone, loc.index)) return null;
-    this.deleteLocs.set(seq, loc);
-    return { seq, cls: loc.seg.cls, size: loc.size };
+    let seg = this.handedOut.get(seq) ?? null;
+    if (seg !== null) this.handedOut.delete(seq);
+    else seg = this.segmentOf(seq);
+    const index = seg === null ? -1 : this.indexIn(seg, seq);
+    if (seg === null || index < 0) return null;
+    this.deleteSegments.set(seq, seg);
+    return { seq, cls: seg.cls, size: this.decoded(seg)[index]!.size };
   }
 
   readCommitted(cls: OutboxClass, afterSeq: number, limit: number): OutboxRow[] {
+    if (limit <= 0) return [];
     // Everything after the cursor is in the tail.
     if (afterSeq >= this.tailFrom[cls]) return this.tail.after(cls, afterSeq, limit, this.isDeleting);
     const out: OutboxRow[] = [];
+    this.visitCommitted(cls, afterSeq, (seg, row) => {
+      if (!this.deleting(row.seq)) out.push(this.handOut(seg, row));
+      return out.length < limit;
+    });
+    return out;
+  }
+
+  /**
+   * Calls visit with each committed, not deleted record of a class with seq > afterSeq, in seq
+   * order, while it returns true. (Pending deletes are the visitor's business.)
+   */
+  private visitCommitted(cls: OutboxClass, afterSeq: number, visit: (seg: Segment, row: OutboxRow) => boolean): void {
     const segs = this.segments[cls];
-    for (let i = Math.max(0, segmentAtOrBefore(segs, afterSeq)); i < segs.length && out.length < limit; i++) {
+    for (let i = Math.max(0, segmentAtOrBefore(segs, afterSeq)); i < segs.length; i++) {
       const seg = segs[i]!;
       // Not committed yet: neither it nor any later segment of the class is readable.
-      if (!seg.committed) break;
+      if (!seg.committed) return;
       if (seg.lastSeq <= afterSeq) continue;
       const rows = this.decoded(seg);
-      for (let j = firstAfter(rows, afterSeq); j < rows.length && out.length < limit; j++) {
-        const row = rows[j]!;
-        if (!isGone(seg.gone, j) && !this.deleting(row.seq)) out.push(this.handOut(seg, j, row));
+      for (let j = firstAfter(rows, afterSeq); j < rows.length; j++) {
+        if (!isGone(seg.gone, j) && !visit(seg, rows[j]!)) return;
       }
     }
-    return out;
   }
 
   newestPerTopic(cls: OutboxClass, limit: number): OutboxRow[] {
@@ -629,7 +641,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
         scanned++;
         if (seen.has(row.localTopic)) continue;
         seen.add(row.localTopic);
-        out.push(this.handOut(seg, j, row));
+        out.push(this.handOut(seg, row));
       }
     }
     return out.sort((a, b) => a.seq - b.seq);
@@ -641,26 +653,18 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     // does not walk the same deleted records again and again. A record at or below the mark never
     // becomes live again (pending deletes are never undone, new seqs are higher).
     const out: OutboxRowRef[] = [];
-    const after = this.headSkip[cls];
     let atHead = true;
-    const segs = this.segments[cls];
-    for (let i = Math.max(0, segmentAtOrBefore(segs, after)); i < segs.length && out.length < limit; i++) {
-      const seg = segs[i]!;
-      if (!seg.committed) break;
-      if (seg.lastSeq <= after) continue;
-      const rows = this.decoded(seg);
-      for (let j = firstAfter(rows, after); j < rows.length && out.length < limit; j++) {
-        const row = rows[j]!;
-        if (isGone(seg.gone, j)) continue;
-        if (this.deleting(row.seq)) {
-          if (atHead) this.headSkip[cls] = row.seq;
-          continue;
-        }
-        atHead = false;
-        this.handOut(seg, j, row);
-        out.push({ seq: row.seq, cls, size: row.size });
+    if (limit <= 0) return out;
+    this.visitCommitted(cls, this.headSkip[cls], (seg, row) => {
+      if (this.deleting(row.seq)) {
+        if (atHead) this.headSkip[cls] = row.seq;
+        return true;
       }
-    }
+      atHead = false;
+      this.handOut(seg, row);
+      out.push({ seq: row.seq, cls, size: row.size });
+      return out.length < limit;
+    });
     return out;
   }
 
@@ -685,7 +689,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
           if (row.expiresAt <= 0 || isGone(seg.gone, j) || this.deleting(row.seq)) continue;
           if (row.expiresAt < min) min = row.expiresAt;
           if (row.expiresAt > now) continue;
-          this.handOut(seg, j, row);
+          this.handOut(seg, row);
           found.push({ seq: row.seq, cls, size: row.size, expiresAt: row.expiresAt });
         }
         seg.minExpiry = min;
@@ -714,14 +718,7 @@ class ClassRows {
 
   /** Index of the first entry with seq > afterSeq. */
   firstAfter(afterSeq: number): number {
-    let lo = 0;
-    let hi = this.rows.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.rows[mid]!.seq <= afterSeq) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+    return firstAfter(this.rows, afterSeq);
   }
 
   remove(seq: number): void {
@@ -782,15 +779,15 @@ class CommittedRows {
     return out;
   }
 
-  /** Drops the oldest quarter of the fullest class; returns it with the seqs dropped (in order). */
-  dropOldest(): { cls: OutboxClass; dropped: number[] } {
+  /** Drops the oldest quarter of the fullest class; returns it with the highest seq dropped. */
+  dropOldest(): { cls: OutboxClass; upTo: number } {
     let cls: OutboxClass = 'bulk';
     for (const c of OUTBOX_CLASSES) if (this.byClass[c].live.size > this.byClass[cls].live.size) cls = c;
     // Live rows in insertion order, which is seq order.
     const live = [...this.byClass[cls].live.keys()];
     const drop = live.slice(0, Math.max(1, Math.ceil(live.length / 4)));
     for (const seq of drop) this.remove(seq);
-    return { cls, dropped: drop };
+    return { cls, upTo: drop[drop.length - 1] ?? 0 };
   }
 }
 
