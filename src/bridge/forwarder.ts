@@ -20,6 +20,7 @@ import type { Properties, QoS, UserProperties } from '../mqtt/packets.js';
 import { OUTBOX_CLASSES, type Outbox, type OutboxClass, type OutboxRecord } from './types.js';
 import { encodeEnvelope, signOrder } from '../security/signing.js';
 import type { GatewayKey } from '../security/keys.js';
+import { NumberedUserProperties } from '../mqtt/codec/encode.js';
 
 /** What the forwarder needs from the link (the real one is `Link` in link.ts). */
 export interface ForwarderLink {
@@ -29,8 +30,22 @@ export interface ForwarderLink {
    * an error when the message could not be sent. It may never run when the connection is lost.
    */
   publish(topic: string, payload: Buffer, qos: QoS, properties: Properties | undefined, done: (err: Error | null) => void): void;
+  /**
+   * Optional, MQTT 5 links only: `publish` at QoS 0/1 with user properties given pre-encoded (the
+   * fixed pairs of `props`, then its number key = `num` in decimal), so no properties object is
+   * built and walked per message. Without it, every message goes through `publish`.
+   */
+  publishNumbered?(
+    topic: string, payload: Buffer, qos: 0 | 1, props: NumberedUserProperties, num: number, done: (err: Error | null) => void,
+  ): void;
   /** Bytes written to the connection but not yet flushed (direct QoS 0 is dropped above a limit). */
   bufferedBytes?(): number;
+}
+
+type NumberedLink = ForwarderLink & Required<Pick<ForwarderLink, 'publishNumbered'>>;
+
+function hasPublishNumbered(link: ForwarderLink): link is NumberedLink {
+  return link.publishNumbered !== undefined;
 }
 
 export interface ForwarderOptions {
@@ -185,6 +200,12 @@ export class Forwarder {
   private readonly retryDelayMs: number;
   private readonly newestLimit: number;
   private readonly directLimit: number;
+  /**
+   * For messages with no properties of their own on an MQTT 5 link (the common case): the link's
+   * publishNumbered, and `gw` + `seq` pre-encoded for it. Null when the link has no such method
+   * or HQ speaks 3.1.1.
+   */
+  private readonly numbered: { link: NumberedLink; gwSeq: NumberedUserProperties } | null;
 
   private up = false;
   private stopped = false;
@@ -219,6 +240,10 @@ export class Forwarder {
     this.retryDelayMs = opts.retryDelayMs ?? 1000;
     this.newestLimit = opts.newestTelemetryLimit ?? 1000;
     this.directLimit = opts.directBufferLimit ?? 256 * 1024;
+    const link = opts.link;
+    this.numbered = opts.protocolVersion === 5 && hasPublishNumbered(link)
+      ? { link, gwSeq: new NumberedUserProperties([['gw', opts.gatewayId]], 'seq') }
+      : null;
     const t = this.now();
     this.msgBucket = opts.drainRateMsgs > 0 ? new TokenBucket(opts.drainRateMsgs, t) : null;
     this.byteBucket = opts.drainRateBytes > 0 ? new TokenBucket(opts.drainRateBytes, t) : null;
@@ -268,11 +293,14 @@ export class Forwarder {
       this.st.directDropped++;
       return false;
     }
-    const rec = { seq: 0, properties, expiresAt: 0 };
-    const props = this.opts.protocolVersion === 5 ? uplinkProperties(rec, this.opts.gatewayId, this.now()) : undefined;
+    const numbered = this.numbered !== null && properties === undefined;
+    const props = !numbered && this.opts.protocolVersion === 5
+      ? uplinkProperties({ seq: 0, properties, expiresAt: 0 }, this.opts.gatewayId, this.now())
+      : undefined;
     const t = uplinkTopic(topic, 0, this.opts.gatewayId, this.opts.protocolVersion, this.opts.sequence311);
     try {
-      this.link.publish(t, payload, 0, props, () => undefined);
+      if (numbered) this.numbered.link.publishNumbered(t, payload, 0, this.numbered.gwSeq, 0, () => undefined);
+      else this.link.publish(t, payload, 0, props, () => undefined);
       this.st.direct++;
       return true;
     } catch (err) {
@@ -455,10 +483,17 @@ export class Forwarder {
     }
     const v = this.opts.protocolVersion;
     const topic = uplinkTopic(rec.topic, rec.seq, this.opts.gatewayId, v, this.opts.sequence311);
-    let props = v === 5 ? uplinkProperties(rec, this.opts.gatewayId, now) : undefined;
-    let payload = rec.payload;
     const signer = this.opts.signer;
-    if (signer?.shouldSign(rec.localTopic)) ({ payload, props } = signUplink(signer.key, this.opts.gatewayId, topic, rec, props, v));
+    const signed = signer !== undefined && signer.shouldSign(rec.localTopic);
+    // Only gw and seq to send: the pre-encoded path (QoS 2 goes through MQTT.js, see link.ts).
+    const qos = rec.qos;
+    const numbered = this.numbered !== null && rec.properties === undefined && !signed && qos !== 2;
+    let props: Properties | undefined;
+    let payload = rec.payload;
+    if (!numbered) {
+      props = v === 5 ? uplinkProperties(rec, this.opts.gatewayId, now) : undefined;
+      if (signed) ({ payload, props } = signUplink(signer.key, this.opts.gatewayId, topic, rec, props, v));
+    }
     const gen = this.gen;
     this.inFlight.set(rec.seq, rec);
     this.st.sent++;
@@ -473,7 +508,8 @@ export class Forwarder {
       }
     };
     try {
-      this.link.publish(topic, payload, rec.qos, props, done);
+      if (numbered) this.numbered.link.publishNumbered(topic, payload, qos, this.numbered.gwSeq, rec.seq, done);
+      else this.link.publish(topic, payload, qos, props, done);
     } catch (err) {
       done(err instanceof Error ? err : new Error(String(err)));
     }

@@ -40,7 +40,7 @@ import type { UplinkConfig } from '../config/schema.js';
 import { Backoff } from './backoff.js';
 import { expandGateway } from './routes.js';
 import type { ForwarderLink } from './forwarder.js';
-import { writePublish, type PublishSource } from '../mqtt/codec/encode.js';
+import { writePublish, writePublishNumbered, type NumberedUserProperties, type PublishSource } from '../mqtt/codec/encode.js';
 import { OutBuffer } from '../mqtt/codec/out-buffer.js';
 import { HqStream, PubackTap, type HqSocketOptions } from './hq-stream.js';
 import { ConnectionIncomingStore, MemoryIncomingQos2Store, type IncomingQos2Store } from './incoming-qos2.js';
@@ -50,21 +50,21 @@ import { ConnectionIncomingStore, MemoryIncomingQos2Store, type IncomingQos2Stor
  * publishes: an id in use by either is never handed out again until released.
  */
 export class PacketIds {
-  private readonly used = new Set<number>();
+  /** 1 where the packet id is in use (a flag per id: cheaper than a Set on every publish). */
+  private readonly inUse = new Uint8Array(65536);
+  private count = 0;
   private next = 1;
   private last: number | null = null;
 
   allocate(): number | null {
-    if (this.used.size >= 65535) return null;
-    for (;;) {
-      const id = this.next;
-      this.next = id === 65535 ? 1 : id + 1;
-      if (!this.used.has(id)) {
-        this.used.add(id);
-        this.last = id;
-        return id;
-      }
-    }
+    if (this.count >= 65535) return null;
+    let id = this.next;
+    while (this.inUse[id] === 1) id = id === 65535 ? 1 : id + 1;
+    this.inUse[id] = 1;
+    this.count++;
+    this.next = id === 65535 ? 1 : id + 1;
+    this.last = id;
+    return id;
   }
 
   getLastAllocated(): number | null {
@@ -72,17 +72,21 @@ export class PacketIds {
   }
 
   register(id: number): boolean {
-    if (this.used.has(id)) return false;
-    this.used.add(id);
+    if (this.inUse[id] === 1) return false;
+    this.inUse[id] = 1;
+    this.count++;
     return true;
   }
 
   deallocate(id: number): void {
-    this.used.delete(id);
+    if (this.inUse[id] !== 1) return;
+    this.inUse[id] = 0;
+    this.count--;
   }
 
   clear(): void {
-    this.used.clear();
+    this.inUse.fill(0);
+    this.count = 0;
   }
 }
 
@@ -239,8 +243,8 @@ export class Link implements ForwarderLink {
   private client: MqttClient | null = null;
   /** Packet ids of the current client (see PacketIds). */
   private ids = new PacketIds();
-  /** Our QoS 1 uplink publishes awaiting PUBACK, by packet id. */
-  private pendingAcks = new Map<number, (err: Error | null) => void>();
+  /** Callbacks of our QoS 1 uplink publishes awaiting PUBACK, indexed by packet id. */
+  private readonly pendingAcks = new Array<((err: Error | null) => void) | undefined>(65536).fill(undefined);
   /** Encoded uplink publishes not yet written (one write per event-loop turn). */
   private readonly outgoing = new OutBuffer();
   private flushQueued = false;
@@ -350,25 +354,52 @@ export class Link implements ForwarderLink {
     });
   }
 
+  /**
+   * ForwarderLink: one MQTT 5 QoS 0/1 PUBLISH whose properties are pre-encoded (see
+   * NumberedUserProperties), sent like `publish` does. Ignored when the link is not up.
+   */
+  publishNumbered(
+    topic: string, payload: Buffer, qos: 0 | 1, props: NumberedUserProperties, num: number, done: (err: Error | null) => void,
+  ): void {
+    const client = this.client;
+    if (!client || this.st.state !== 'up') return;
+    const id = this.directPacketId(qos, done);
+    if (id === null) return;
+    writePublishNumbered(this.outgoing, topic, payload, qos, id, props, num);
+    this.directWritten(client, qos, done);
+  }
+
   /** QoS 0/1 with our own encoder (see the header comment). */
   private publishDirect(
     client: MqttClient, topic: string, payload: Buffer, qos: 0 | 1, properties: Properties | undefined, done: (err: Error | null) => void,
   ): void {
-    let id = 0;
-    if (qos === 1) {
-      const got = this.ids.allocate();
-      if (got === null) {
-        done(new Error('no free packet id'));
-        return;
-      }
-      id = got;
-      this.pendingAcks.set(id, done);
-    }
+    const id = this.directPacketId(qos, done);
+    if (id === null) return;
     const src: PublishSource = {
       topic, topicLength: Buffer.byteLength(topic), topicBuf: null, topicOffset: 0,
       payloadBuf: payload, payloadStart: 0, payloadEnd: payload.length,
     };
     writePublish(this.outgoing, this.version, src, qos, false, false, id, this.version === 5 ? properties : undefined);
+    this.directWritten(client, qos, done);
+  }
+
+  /**
+   * The packet id of a direct publish: 0 for QoS 0; for QoS 1 a free one, `done` waiting for its
+   * PUBACK. Null (`done` called with the error) when every id is in use.
+   */
+  private directPacketId(qos: 0 | 1, done: (err: Error | null) => void): number | null {
+    if (qos === 0) return 0;
+    const id = this.ids.allocate();
+    if (id === null) {
+      done(new Error('no free packet id'));
+      return null;
+    }
+    this.pendingAcks[id] = done;
+    return id;
+  }
+
+  /** After a direct publish was encoded: one flush per event-loop turn; QoS 0 is done once written. */
+  private directWritten(client: MqttClient, qos: 0 | 1, done: (err: Error | null) => void): void {
     if (!this.flushQueued) {
       this.flushQueued = true;
       queueMicrotask(() => this.flushOutgoing(client));
@@ -387,9 +418,9 @@ export class Link implements ForwarderLink {
 
   /** A PUBACK for one of our direct publishes (from PubackTap). False when the id is not ours. */
   private directAck(id: number, reasonCode: number): boolean {
-    const done = this.pendingAcks.get(id);
+    const done = this.pendingAcks[id];
     if (done === undefined) return false;
-    this.pendingAcks.delete(id);
+    this.pendingAcks[id] = undefined;
     this.ids.deallocate(id);
     done(reasonCode >= 0x80 ? new PublishRefused(reasonCode) : null);
     return true;
@@ -514,7 +545,7 @@ export class Link implements ForwarderLink {
       // A fresh connection: ids and acks of the last one mean nothing any more (the forwarder
       // sends its in-flight records again).
       this.ids = new PacketIds();
-      this.pendingAcks = new Map();
+      this.pendingAcks.fill(undefined);
       this.outgoing.take();
       const socket = this.socketOptions(endpoint);
       // PUBACKs of our direct publishes are matched in the stream, before MQTT.js (hq-stream.ts).

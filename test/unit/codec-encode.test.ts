@@ -1,12 +1,14 @@
 // The encoder against an independent parser: each server packet is written into an OutBuffer,
 // taken out as the socket would get it, and parsed back by mqtt-packet.
 import { expect } from 'chai';
+import fc from 'fast-check';
 import mqttPacket from 'mqtt-packet';
 import {
-  publishSize, writeAck, writeConnack, writeDisconnect, writePingresp, writePublish, writeSubUnsubAck, type PublishSource,
+  NumberedUserProperties, publishSize, writeAck, writeConnack, writeDisconnect, writePingresp, writePublish, writePublishNumbered,
+  writeSubUnsubAck, type PublishSource,
 } from '../../src/mqtt/codec/encode.js';
 import { COPY_LIMIT, OutBuffer } from '../../src/mqtt/codec/out-buffer.js';
-import type { ProtocolVersion } from '../../src/mqtt/packets.js';
+import type { ProtocolVersion, UserProperties } from '../../src/mqtt/packets.js';
 
 type Parsed = mqttPacket.Packet & Record<string, unknown>;
 
@@ -238,4 +240,84 @@ describe('codec: encode server packets', () => {
       expect(packets.map((p) => p.topic)).to.deep.equal(Array.from({ length: 2000 }, (_, i) => `n/${i}`));
     });
   });
+
+  describe('PUBLISH with numbered user properties (pre-encoded)', () => {
+    /** The general encoder's bytes for the same message: the reference the fast path must match. */
+    function general(topic: string, payload: Buffer, qos: 0 | 1, id: number, fixed: UserProperties, key: string, num: number): Buffer {
+      const out = new OutBuffer();
+      writePublish(out, 5, source(topic, payload), qos, false, false, id, { userProperties: [...fixed, [key, String(num)]] });
+      return take(out);
+    }
+
+    function numbered(topic: string, payload: Buffer, qos: 0 | 1, id: number, fixed: UserProperties, key: string, num: number): Buffer {
+      const out = new OutBuffer();
+      writePublishNumbered(out, topic, payload, qos, id, new NumberedUserProperties(fixed, key), num);
+      return take(out);
+    }
+
+    it('writes the same bytes as writePublish for seqs, gateway ids, topics and payload sizes (remaining length of 1-3 bytes)', () => {
+      const seqs = [0, 1, 9, 10, 99, 100, 99999, 2 ** 31, 2 ** 40, Number.MAX_SAFE_INTEGER];
+      const gateways = ['gw1', 'Lkw-München-7', '卡车🚚', 'x'.repeat(200)];
+      const topics = ['t', 'hq/fleet/gw1/telemetry/gps', 'hq/größe/°C', `deep/${'a/'.repeat(150)}end`];
+      const payloads = [0, 1, 200, COPY_LIMIT - 1, COPY_LIMIT, 20000].map((n) => Buffer.alloc(n, n & 0xff));
+      let cases = 0;
+      for (const seq of seqs) {
+        for (const gw of gateways) {
+          for (const topic of topics) {
+            for (const payload of payloads) {
+              for (const [qos, id] of [[0, 0], [1, 1], [1, 65535]] as const) {
+                const want = general(topic, payload, qos, id, [['gw', gw]], 'seq', seq);
+                const got = numbered(topic, payload, qos, id, [['gw', gw]], 'seq', seq);
+                if (!got.equals(want)) expect.fail(`seq ${seq}, gw ${gw}, topic ${topic}, payload ${payload.length}, qos ${qos}: bytes differ`);
+                cases++;
+              }
+            }
+          }
+        }
+      }
+      // Remaining lengths of 1, 2 and 3 bytes were all among them.
+      expect(varintBytes(general('t', Buffer.alloc(0), 0, 0, [['gw', 'g']], 'seq', 1))).to.equal(1);
+      expect(varintBytes(general('t', Buffer.alloc(200), 0, 0, [['gw', 'g']], 'seq', 1))).to.equal(2);
+      expect(varintBytes(general('t', Buffer.alloc(20000), 0, 0, [['gw', 'g']], 'seq', 1))).to.equal(3);
+      expect(cases).to.equal(seqs.length * gateways.length * topics.length * payloads.length * 3);
+    });
+
+    it('writes the same bytes as writePublish for any safe integer, key and value (property)', () => {
+      fc.assert(fc.property(
+        fc.maxSafeNat(), fc.string({ unit: 'grapheme', maxLength: 40 }), fc.string({ unit: 'grapheme', minLength: 1, maxLength: 60 }),
+        fc.integer({ min: 0, max: 300 }), fc.constantFrom<0 | 1>(0, 1),
+        (num, gw, topic, payloadLen, qos) => {
+          const payload = Buffer.alloc(payloadLen, 7);
+          const id = qos === 1 ? 1 + (num % 65535) : 0;
+          return numbered(topic, payload, qos, id, [['gw', gw]], 'seq', num).equals(general(topic, payload, qos, id, [['gw', gw]], 'seq', num));
+        },
+      ), { numRuns: 2000 });
+    });
+
+    it('any number of fixed pairs (none, several) before the numbered one', () => {
+      for (const fixed of [[], [['a', 'b'], ['gw', 'g'], ['ä', '']]] as UserProperties[]) {
+        expect(numbered('t/x', Buffer.from('p'), 1, 7, fixed, 'n', 4711).equals(general('t/x', Buffer.from('p'), 1, 7, fixed, 'n', 4711))).to.equal(true);
+      }
+    });
+
+    it('is an ordinary PUBLISH to an independent parser, packed behind others in one OutBuffer', () => {
+      const out = new OutBuffer();
+      const props = new NumberedUserProperties([['gw', 'gw1']], 'seq');
+      for (let i = 0; i < 300; i++) writePublishNumbered(out, `u/${i}`, Buffer.alloc(i % 3 === 0 ? COPY_LIMIT + i : i, 1), (i % 2) as 0 | 1, i + 1, props, i * 1000);
+      const packets = parseAll(take(out), 5);
+      expect(packets).to.have.length(300);
+      packets.forEach((p, i) => {
+        expect(p).to.include({ cmd: 'publish', topic: `u/${i}`, qos: i % 2, retain: false, dup: false });
+        if (i % 2 === 1) expect(p.messageId).to.equal(i + 1);
+        expect(p.properties).to.deep.equal({ userProperties: { gw: 'gw1', seq: String(i * 1000) } });
+      });
+    });
+  });
 });
+
+/** How many bytes the remaining length of the packet starting at `b` takes. */
+function varintBytes(b: Buffer): number {
+  let n = 1;
+  while ((b[n]! & 0x80) !== 0) n++;
+  return n;
+}

@@ -1,7 +1,11 @@
 import { expect } from 'chai';
+import { generateKeyPairSync } from 'node:crypto';
 import { Forwarder, TokenBucket, uplinkProperties, uplinkTopic, type ForwarderLink, type ForwarderOptions } from '../../src/bridge/forwarder.js';
 import type { Properties, QoS } from '../../src/mqtt/packets.js';
 import { OUTBOX_CLASSES, type Outbox, type OutboxClass, type OutboxRecord, type OutboxStats } from '../../src/bridge/types.js';
+import { writePublish, writePublishNumbered, type NumberedUserProperties } from '../../src/mqtt/codec/encode.js';
+import { OutBuffer } from '../../src/mqtt/codec/out-buffer.js';
+import { keyId } from '../../src/security/signing.js';
 
 /** In-memory Outbox with the contract's observable behaviour (no budget). */
 class FakeOutbox implements Outbox {
@@ -9,6 +13,11 @@ class FakeOutbox implements Outbox {
   private seq = 0;
   expiredDropped = 0;
   removed: number[] = [];
+
+  /** The next record appended gets this seq. */
+  nextSeq(seq: number): void {
+    this.seq = seq - 1;
+  }
 
   append(rec: Omit<OutboxRecord, 'seq'>): OutboxRecord {
     const r = { ...rec, seq: ++this.seq };
@@ -408,5 +417,162 @@ describe('uplink forwarder (fake outbox, fake link)', () => {
     expect(link.sent[0]!.qos).to.equal(0);
     expect(link.sent[0]!.properties?.userProperties).to.deep.equal([['k', 'v'], ['gw', 'gw1'], ['seq', '0']]);
     expect(f.stats()).to.include({ direct: 1, directDropped: 1 });
+  });
+});
+
+/** One PUBLISH as the link would put it on the wire, and which of the link's methods sent it. */
+interface Encoded {
+  via: 'publish' | 'publishNumbered';
+  seq: number;
+  bytes: Buffer;
+}
+
+/** Encodes like Link's direct path (our codec, packet ids 1, 2, …); acks on demand. */
+class EncodingLink implements ForwarderLink {
+  readonly sent: Encoded[] = [];
+  private readonly dones = new Map<number, (err: Error | null) => void>();
+  private nextId = 1;
+
+  constructor(private readonly version: 4 | 5) {}
+
+  publish(topic: string, payload: Buffer, qos: QoS, properties: Properties | undefined, done: (err: Error | null) => void): void {
+    const seqProp = properties?.userProperties?.find(([k]) => k === 'seq')?.[1];
+    const out = new OutBuffer();
+    const src = { topic, topicLength: Buffer.byteLength(topic), topicBuf: null, topicOffset: 0, payloadBuf: payload, payloadStart: 0, payloadEnd: payload.length };
+    writePublish(out, this.version, src, qos, false, false, this.packetId(qos), this.version === 5 ? properties : undefined);
+    this.record('publish', seqProp !== undefined ? Number(seqProp) : Number(topic.split('/').pop()), out, qos, done);
+  }
+
+  ack(seq: number): void {
+    this.dones.get(seq)!(null);
+  }
+
+  protected packetId(qos: QoS): number {
+    return qos === 0 ? 0 : this.nextId++;
+  }
+
+  protected record(via: Encoded['via'], seq: number, out: OutBuffer, qos: QoS, done: (err: Error | null) => void): void {
+    this.sent.push({ via, seq, bytes: Buffer.concat(out.take()) });
+    this.dones.set(seq, done);
+    if (qos === 0) done(null);
+  }
+}
+
+class NumberedEncodingLink extends EncodingLink {
+  publishNumbered(topic: string, payload: Buffer, qos: 0 | 1, props: NumberedUserProperties, num: number, done: (err: Error | null) => void): void {
+    const out = new OutBuffer();
+    writePublishNumbered(out, topic, payload, qos, this.packetId(qos), props, num);
+    this.record('publishNumbered', num, out, qos, done);
+  }
+}
+
+describe('uplink forwarder: gw and seq pre-encoded (link.publishNumbered)', () => {
+  const forwarders: Forwarder[] = [];
+
+  function make(outbox: Outbox, link: ForwarderLink, o: Partial<ForwarderOptions> = {}): Forwarder {
+    const f = new Forwarder({
+      outbox, link, gatewayId: 'gw1', protocolVersion: 5, sequence311: 'topic-suffix', inflightWindow: 1000,
+      drainRateMsgs: 0, drainRateBytes: 0, ...o,
+    });
+    forwarders.push(f);
+    return f;
+  }
+
+  /** What one forwarder puts on the wire for the outbox's records. */
+  async function drain(outbox: FakeOutbox, link: EncodingLink, o: Partial<ForwarderOptions> = {}): Promise<Encoded[]> {
+    make(outbox, link, o).linkUp({ receiveMaximum: 65535 });
+    await settle();
+    return link.sent;
+  }
+
+  afterEach(() => {
+    for (const f of forwarders.splice(0)) f.stop();
+  });
+
+  it('puts the same bytes on the wire as the general path (seqs, gateway ids, topics, payload sizes, QoS 0/1)', async () => {
+    const topics = ['gps', 'fahrzeug/größe/°C', `deep/${'x/'.repeat(200)}end`];
+    const sizes = [0, 1, 200, 20000];
+    for (const gatewayId of ['gw1', 'Lkw-München-7', '卡车🚚']) {
+      for (const first of [1, 9, 10, 99999, 2 ** 40]) {
+        const fill = (outbox: FakeOutbox): void => {
+          outbox.nextSeq(first);
+          let i = 0;
+          for (const t of topics) {
+            for (const n of sizes) outbox.add('event', t, 'p'.repeat(n), { qos: (i++ % 2) as 0 | 1 });
+          }
+        };
+        const plain = new FakeOutbox();
+        const fast = new FakeOutbox();
+        fill(plain);
+        fill(fast);
+        const want = await drain(plain, new EncodingLink(5), { gatewayId });
+        const got = await drain(fast, new NumberedEncodingLink(5), { gatewayId });
+        expect(want.every((e) => e.via === 'publish')).to.equal(true);
+        expect(got.every((e) => e.via === 'publishNumbered')).to.equal(true);
+        expect(got.map((e) => e.seq)).to.deep.equal(want.map((e) => e.seq));
+        expect(got.length).to.equal(topics.length * sizes.length);
+        got.forEach((e, k) => {
+          if (!e.bytes.equals(want[k]!.bytes)) expect.fail(`gw ${gatewayId}, seq ${e.seq}: bytes differ`);
+        });
+      }
+    }
+  });
+
+  it('keeps the general path for records with properties, signed records, QoS 2 and a 3.1.1 HQ', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const key = { privateKey, publicKey, kid: keyId(publicKey), publicPem: publicKey.export({ type: 'spki', format: 'pem' }).toString() };
+    const signer = { key, shouldSign: (localTopic: string): boolean => localTopic === 'signed' };
+    const fill = (outbox: FakeOutbox): void => {
+      outbox.add('event', 'plain', 'a');
+      outbox.add('event', 'props', 'b', { properties: { contentType: 'text/plain' } });
+      outbox.add('event', 'empty-props', 'c', { properties: {} });
+      // A fixed createdAt: the signature covers the expiry derived from it.
+      outbox.add('event', 'signed', 'd', { createdAt: 1_700_000_000_000 });
+      outbox.add('event', 'qos2', 'e', { qos: 2 });
+      outbox.add('event', 'plain', 'f', { qos: 0 });
+    };
+    const plain = new FakeOutbox();
+    const fast = new FakeOutbox();
+    fill(plain);
+    fill(fast);
+    const want = await drain(plain, new EncodingLink(5), { signer });
+    const got = await drain(fast, new NumberedEncodingLink(5), { signer });
+    expect(got.map((e) => e.via)).to.deep.equal(['publishNumbered', 'publish', 'publish', 'publish', 'publish', 'publishNumbered']);
+    got.forEach((e, k) => expect(e.bytes.equals(want[k]!.bytes), `seq ${e.seq}`).to.equal(true));
+
+    const v4 = new FakeOutbox();
+    fill(v4);
+    const sent311 = await drain(v4, new NumberedEncodingLink(4), { protocolVersion: 4, signer });
+    expect(sent311.map((e) => e.via)).to.deep.equal(Array(6).fill('publish'));
+  });
+
+  it('a record sent pre-encoded leaves the outbox on its PUBACK', async () => {
+    const outbox = new FakeOutbox();
+    outbox.add('event', 'e', 'm1');
+    const link = new NumberedEncodingLink(5);
+    const f = make(outbox, link);
+    f.linkUp({ receiveMaximum: 65535 });
+    await settle();
+    expect(link.sent.map((e) => e.via)).to.deep.equal(['publishNumbered']);
+    expect(outbox.rows.size).to.equal(1);
+    link.ack(1);
+    expect(outbox.removed).to.deep.equal([1]);
+    expect(f.stats()).to.include({ acked: 1, inFlight: 0 });
+  });
+
+  it('direct QoS 0: pre-encoded with seq 0 when it has no properties, the same bytes as the general path', async () => {
+    const general = new EncodingLink(5);
+    const fast = new NumberedEncodingLink(5);
+    const fg = make(new FakeOutbox(), general);
+    const ff = make(new FakeOutbox(), fast);
+    fg.linkUp({ receiveMaximum: 65535 });
+    ff.linkUp({ receiveMaximum: 65535 });
+    await settle();
+    for (const f of [fg, ff]) {
+      expect(f.sendDirect('hq/t', Buffer.from('d1'), undefined)).to.equal(true);
+      expect(f.sendDirect('hq/t', Buffer.from('d2'), { userProperties: [['k', 'v']] })).to.equal(true);
+    }
+    expect(fast.sent.map((e) => e.via)).to.deep.equal(['publishNumbered', 'publish']);
+    expect(fast.sent.map((e) => e.bytes)).to.deep.equal(general.sent.map((e) => e.bytes));
   });
 });

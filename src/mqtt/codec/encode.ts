@@ -1,9 +1,12 @@
 // Encoders for the packets a server sends, writing straight into a connection's OutBuffer.
 // Sizes are computed first, then bytes written once: no intermediate buffers.
-import type { Properties, ProtocolVersion, QoS } from '../packets.js';
+import type { Properties, ProtocolVersion, QoS, UserProperties } from '../packets.js';
 import { PacketType } from '../packets.js';
 import { COPY_LIMIT, type OutBuffer } from './out-buffer.js';
 import { propertyByKey } from './properties.js';
+
+/** Wire id of the user property (the only property a numbered PUBLISH carries). */
+const USER_PROPERTY = 0x26;
 
 export function varintSize(n: number): number {
   return n < 128 ? 1 : n < 16384 ? 2 : n < 2097152 ? 3 : 4;
@@ -236,12 +239,91 @@ export function writePublish(
   }
   if (qos > 0) pos = writeU16(b, pos, packetId);
   if (version === 5) pos = writeProperties(b, pos, props, ps);
-  if (!byRef) {
-    src.payloadBuf.copy(b, pos, src.payloadStart, src.payloadEnd);
-    pos += payloadLen;
+  writePayload(out, b, pos, src.payloadBuf, src.payloadStart, src.payloadEnd, byRef);
+}
+
+/** A PUBLISH's payload after its head (ending at `pos`): copied into the slab, or queued by reference. */
+function writePayload(out: OutBuffer, b: Buffer, pos: number, payload: Buffer, start: number, end: number, byRef: boolean): void {
+  if (byRef) {
+    out.pos = pos;
+    out.appendRef(payload.subarray(start, end));
+    return;
   }
-  out.pos = pos;
-  if (byRef) out.appendRef(src.payloadBuf.subarray(src.payloadStart, src.payloadEnd));
+  payload.copy(b, pos, start, end);
+  out.pos = pos + end - start;
+}
+
+/**
+ * User properties whose last value is a number that changes with every message, the rest fixed
+ * (the uplink's `gw` = gateway id, then `seq`). The fixed part is encoded once, here, so a PUBLISH
+ * only adds the number: no properties object, no strings, no walk over keys.
+ */
+export class NumberedUserProperties {
+  /** The fixed pairs, then the last pair's property id and key: everything before the number. */
+  readonly head: Buffer;
+
+  constructor(fixed: UserProperties, numberKey: string) {
+    let size = 3 + Buffer.byteLength(numberKey);
+    for (const [k, v] of fixed) size += 5 + Buffer.byteLength(k) + Buffer.byteLength(v);
+    const b = Buffer.alloc(size);
+    let pos = 0;
+    for (const [k, v] of fixed) {
+      b[pos++] = USER_PROPERTY;
+      pos = writeString(b, pos, k);
+      pos = writeString(b, pos, v);
+    }
+    b[pos++] = USER_PROPERTY;
+    writeString(b, pos, numberKey);
+    this.head = b;
+  }
+}
+
+/** Number of decimal digits of a non-negative integer. */
+function decimalLength(n: number): number {
+  let len = 1;
+  while (n >= 10) {
+    n = Math.floor(n / 10);
+    len++;
+  }
+  return len;
+}
+
+/**
+ * Writes an MQTT 5 PUBLISH (not retained, not dup) carrying `props` with `num`, a non-negative
+ * safe integer, as the last value: the same bytes as writePublish given those user properties
+ * with `String(num)`.
+ */
+export function writePublishNumbered(
+  out: OutBuffer, topic: string, payload: Buffer, qos: 0 | 1, packetId: number, props: NumberedUserProperties, num: number,
+): void {
+  const topicLen = Buffer.byteLength(topic);
+  const payloadLen = payload.length;
+  const head = props.head;
+  const digits = decimalLength(num);
+  const ps = head.length + 2 + digits;
+  const headLen = 2 + topicLen + (qos > 0 ? 2 : 0) + varintSize(ps) + ps;
+  const bodyLen = headLen + payloadLen;
+  const byRef = payloadLen >= COPY_LIMIT;
+  const total = 1 + varintSize(bodyLen) + headLen + (byRef ? 0 : payloadLen);
+  const b = out.reserve(total);
+  let pos = out.pos;
+  b[pos++] = (PacketType.PUBLISH << 4) | (qos << 1);
+  pos = writeVarint(b, pos, bodyLen);
+  pos = writeU16(b, pos, topicLen);
+  b.write(topic, pos, 'utf8');
+  pos += topicLen;
+  if (qos > 0) pos = writeU16(b, pos, packetId);
+  pos = writeVarint(b, pos, ps);
+  // Byte by byte: for a head this short, cheaper than Buffer#copy.
+  for (let i = 0; i < head.length; i++) b[pos++] = head[i]!;
+  pos = writeU16(b, pos, digits);
+  // The digits from the last one back, with no string in between.
+  for (let i = pos + digits - 1; i >= pos; i--) {
+    const q = Math.floor(num / 10);
+    b[i] = 0x30 + (num - q * 10);
+    num = q;
+  }
+  writePayload(out, b, pos + digits, payload, 0, payloadLen, byRef);
 }
 
 /** Total wire size of a PUBLISH, to check it against a client's maximum packet size. */
