@@ -285,6 +285,10 @@ const TAIL_MAX_BYTES = 4 * 1024 * 1024;
 const HANDED_OUT_MAX = 8192;
 /** Decoded segments kept (the drain's, eviction's and expiry's current ones). */
 const DECODED_MAX = 4;
+/** Segments with fewer records are merged (see SqliteOutboxStore.mergeSmall) ... */
+const MERGE_SMALL_RECORDS = 64;
+/** ... once this many of them follow each other in a class. */
+const MERGE_RUN = 32;
 
 /**
  * One row of outbox_segments as the store tracks it in memory (every live segment, without its
@@ -304,8 +308,12 @@ interface Segment {
   gone: Uint8Array | null;
   /** outbox_gone has a row for it (to delete with the segment). */
   goneStored: boolean;
-  /** Its insert has committed: readable from the table. */
+  /** Its records are durable and readable (in this row, or still in the rows it merges). */
   committed: boolean;
+  /** Its own row has committed (the table can give its records). */
+  stored: boolean;
+  /** Made by mergeSmall (never merged again: each record is rewritten at most once). */
+  merged: boolean;
   /** Listed in the deletes being sealed. */
   touched: boolean;
   /**
@@ -400,7 +408,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       const cls = classOf(code);
       this.segments[cls].push({
         id, cls, lastSeq, count, live: count, minExpiry: minExpires > 0 ? minExpires : Infinity,
-        gone: null, goneStored: false, committed: true, touched: false, rows: null,
+        gone: null, goneStored: false, committed: true, stored: true, merged: false, touched: false, rows: null,
       });
       const t = this.counts[cls];
       t.count += count;
@@ -466,7 +474,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       const segs = this.segments[cls];
       const seg = segs[segmentAtOrBefore(segs, seq)];
       // (A sealed segment's records are in memory; a committed one's are in the table.)
-      if (seg === undefined || seq > seg.lastSeq || (seg.rows === null && !seg.committed)) continue;
+      if (seg === undefined || seq > seg.lastSeq || (seg.rows === null && !seg.stored)) continue;
       if (this.indexIn(seg, seq) >= 0) return seg;
     }
     return null;
@@ -504,7 +512,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
         const seg: Segment = {
           id: summary.firstSeq, cls, lastSeq: summary.lastSeq, count: summary.count, live: summary.count,
           minExpiry: summary.minExpires > 0 ? summary.minExpires : Infinity,
-          gone: null, goneStored: false, committed: false, touched: false, rows,
+          gone: null, goneStored: false, committed: false, stored: false, merged: false, touched: false, rows,
         };
         this.segments[cls].push(seg);
         this.sealedSegments.push(seg);
@@ -539,6 +547,54 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       }
       batch.run(s.setLastSeq, this.last);
     }
+    for (const cls of OUTBOX_CLASSES) this.mergeSmall(cls, batch);
+  }
+
+  /**
+   * At a low message rate every commit makes a segment of a record or two, and each live segment
+   * costs memory (the directory) and a row. A run of MERGE_RUN small committed segments of a class
+   * is rewritten as one segment of their live records, in the same transaction as the rest of the
+   * batch: each such record is written twice, and the directory stays small (about one entry per
+   * MERGE_SMALL_RECORDS records however slowly they came).
+   */
+  private mergeSmall(cls: OutboxClass, batch: WriteBatch): void {
+    const segs = this.segments[cls];
+    // The newest run of small readable segments (every delete so far is in their gone bits).
+    let end = segs.length;
+    while (end > 0 && !segs[end - 1]!.committed) end--;
+    let start = end;
+    while (start > 0 && end - start < MERGE_RUN) {
+      const seg = segs[start - 1]!;
+      if (seg.count >= MERGE_SMALL_RECORDS || seg.merged) break;
+      start--;
+    }
+    if (end - start < MERGE_RUN) return;
+    const run = segs.slice(start, end);
+    const rows: OutboxRow[] = [];
+    for (const seg of run) {
+      const all = this.decoded(seg);
+      for (let j = 0; j < all.length; j++) if (!isGone(seg.gone, j)) rows.push(all[j]!);
+    }
+    const s = this.write_;
+    for (const seg of run) {
+      batch.run(s.deleteSegment, seg.id);
+      if (seg.goneStored) batch.run(s.deleteGone, seg.id);
+      this.forget(seg);
+    }
+    if (rows.length === 0) return;
+    const { data, summary } = encodeSegment(rows);
+    batch.run(s.insertSegment, summary.firstSeq, CLASS_CODE[cls], summary.lastSeq, summary.count, summary.bytes, summary.minExpires, data);
+    // Readable at once (its records are durable in the rows it replaces); its records stay in
+    // memory until its own row has committed.
+    const merged: Segment = {
+      id: summary.firstSeq, cls, lastSeq: summary.lastSeq, count: summary.count, live: summary.count,
+      minExpiry: summary.minExpires > 0 ? summary.minExpires : Infinity,
+      gone: null, goneStored: false, committed: true, stored: false, merged: true, touched: false, rows,
+    };
+    segs.splice(start, 0, merged);
+    this.sealedSegments.push(merged);
+    // Records handed out point at the segments just replaced.
+    for (const row of rows) if (this.handedOut.has(row.seq)) this.handedOut.set(row.seq, merged);
   }
 
   protected requestCommit(): void {
@@ -553,7 +609,10 @@ export class SqliteOutboxStore extends OutboxStoreBase {
   }
 
   protected override afterCommit(): void {
-    for (const seg of this.sealedSegments) seg.committed = true;
+    for (const seg of this.sealedSegments) {
+      seg.committed = true;
+      seg.stored = true;
+    }
     this.sealedSegments = [];
     if (this.pendingMinExpiry < this.nextExpiry) this.nextExpiry = this.pendingMinExpiry;
     // The table is the committed view; the tail mirrors its newest rows.
@@ -566,7 +625,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       // Segments wholly out of the tail stop holding their records (they leave oldest first).
       for (const seg of this.segments[cls]) {
         if (seg.lastSeq > upTo) break;
-        seg.rows = null;
+        if (seg.stored) seg.rows = null;
       }
     }
   }

@@ -206,6 +206,43 @@ describe('SQLite outbox on disk', () => {
     expect(o2.stats().count).to.equal(0);
   });
 
+  for (const tail of [undefined, 1200]) {
+    it(`merges runs of small segments (a low message rate), keeping every live record, its order and its deletes (tail ${tail ?? 'default'})`, async () => {
+      // With a tail of ~10 records the segments merged are read back from the table.
+      const state = new SqliteStateStore({ path: file, log: quiet });
+      open.push(state);
+      const store = new SqliteOutboxStore(state, tail);
+      const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+      const live: number[] = [];
+      // 200 commits of one telemetry record each (an event now and then); HQ acknowledges as it goes.
+      for (let i = 0; i < 200; i++) {
+        const r = o.append(rec(i % 50 === 7 ? 'event' : 'telemetry', `t/${i % 3}`, `p${i}`))!;
+        if (r.cls === 'telemetry') live.push(r.seq);
+        await state.commit();
+        // The forwarder reads (hands out) what is there; HQ acknowledges one every fifth commit.
+        expect(o.next('telemetry', 0, 1000).map((r) => r.seq)).to.deep.equal(live);
+        if (i % 5 === 4) o.remove(live.splice(live.length - 3, 1)[0]!);
+      }
+      await state.commit();
+      const rows = state.db.prepare('SELECT count(*) FROM outbox_segments WHERE cls = 2').pluck().get() as number;
+      expect(rows, 'telemetry segments').to.be.below(40);
+      const read = (): number[] => o.next('telemetry', 0, 1000).map((r) => r.seq);
+      expect(read()).to.deep.equal(live);
+      expect(liveSeqsOnDisk(state.db).filter((q) => live.includes(q))).to.deep.equal(live);
+      // Deletes of merged records, then a reopen: the same view from the table.
+      for (const seq of live.splice(0, 10)) o.remove(seq);
+      await state.commit();
+      expect(read()).to.deep.equal(live);
+      const before = o.stats();
+      state.close();
+      const again = openStore();
+      const o2 = createOutbox({ store: again.store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+      expect(o2.stats()).to.deep.equal(before);
+      expect(o2.next('telemetry', 0, 1000).map((r) => r.seq)).to.deep.equal(live);
+      expect(o2.next('telemetry', 0, 1000).map((r) => r.payload.toString())).to.deep.equal(live.map((q) => `p${q - 1}`));
+    });
+  }
+
   it('migrates an outbox of one row per message (schema 7) into segments, records and numbering intact', () => {
     const raw = new Database(file);
     raw.pragma('journal_mode = WAL');
