@@ -17,6 +17,14 @@ export const MAX_INFLIGHT = 32;
 
 export const MOSQUITTO_BIN = process.env.CONVOY_BENCH_MOSQUITTO ?? '/usr/sbin/mosquitto';
 
+/** Environment of the brokers under test (and the uplink's truck): see setSlowFsync. */
+let storageEnv: Record<string, string> = {};
+
+/** Every fsync/fdatasync of the brokers under test takes `delayUs` longer (the shim at `shim`). */
+export function setSlowFsync(shim: string, delayUs: number): void {
+  storageEnv = delayUs > 0 ? { LD_PRELOAD: shim, CONVOY_FSYNC_DELAY_US: String(delayUs) } : {};
+}
+
 /** Extra node flags for Convoy ($CONVOY_BENCH_NODE_FLAGS, e.g. the launcher's --max-semi-space-size=4). */
 export function convoyNodeFlags(): string[] {
   return (process.env.CONVOY_BENCH_NODE_FLAGS ?? '').split(/\s+/).filter((f) => f.length > 0);
@@ -199,9 +207,7 @@ export async function startBroker(
     const file = path.join(dir, 'convoy.toml');
     writeFileSync(file, convoyConfig(port, dataDir, opts.persistence));
     const [cmd, args] = convoyCommand(root, file);
-    proc = spawnWithFdLimit(cmd, args, {
-      cwd: root,
-    });
+    proc = spawnWithFdLimit(cmd, args, { cwd: root, env: storageEnv });
   } else {
     const file = path.join(dir, 'mosquitto.conf');
     if (opts.persistence) {
@@ -212,7 +218,7 @@ export async function startBroker(
       chmodSync(dataDir, 0o777);
     }
     writeFileSync(file, mosquittoConfig(port, opts.persistence ? dataDir : null));
-    proc = spawnWithFdLimit(MOSQUITTO_BIN, ['-c', file], { cwd: dir });
+    proc = spawnWithFdLimit(MOSQUITTO_BIN, ['-c', file], { cwd: dir, env: storageEnv });
   }
   const cleanup = async (): Promise<void> => {
     await stopProcess(proc);
@@ -357,11 +363,13 @@ export async function startConfigured(
   const file = path.join(dir, `${name}.${kind === 'convoy' ? 'toml' : 'conf'}`);
   writeFileSync(file, config);
   let proc: Spawned;
+  // HQ is another machine: only the truck's storage is slowed down.
+  const env = name === 'truck' ? storageEnv : {};
   if (kind === 'convoy') {
     const [cmd, args] = convoyCommand(root, file);
-    proc = spawnWithFdLimit(cmd, args, { cwd: root });
+    proc = spawnWithFdLimit(cmd, args, { cwd: root, env });
   } else {
-    proc = spawnWithFdLimit(MOSQUITTO_BIN, ['-c', file], { cwd: dir });
+    proc = spawnWithFdLimit(MOSQUITTO_BIN, ['-c', file], { cwd: dir, env });
   }
   const stop = (): Promise<void> => stopProcess(proc);
   try {

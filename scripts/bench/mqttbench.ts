@@ -22,10 +22,10 @@ export function mqttbenchSource(root: string): string {
  * (`gcc -O2 -Wall -o mqttbench mqttbench.c -lpthread`), with the output and
  * source paths substituted.
  */
-function gccArgsFor(source: string, out: string): string[] {
+function gccArgsFor(source: string, out: string, fallback: string): string[] {
   const head = readFileSync(source, 'utf8').slice(0, 4000);
   const m = /^[\s*]*gcc\s+(.+?)\s*$/m.exec(head);
-  const tokens = (m?.[1] ?? '-O2 -Wall -o mqttbench mqttbench.c -lpthread').split(/\s+/);
+  const tokens = (m?.[1] ?? fallback).split(/\s+/);
   const args: string[] = [];
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i] ?? '';
@@ -47,14 +47,27 @@ export function ensureMqttbench(root: string): MqttbenchBinary {
   if (!existsSync(source)) {
     throw new Error(`mqttbench source not found at ${source} (set CONVOY_MQTTBENCH_SRC)`);
   }
+  return buildC(root, source, 'mqttbench', '-O2 -Wall -o mqttbench mqttbench.c -lpthread');
+}
+
+/**
+ * bench/slow-fsync.c built as bench/.build/slow-fsync.so: an LD_PRELOAD shim that makes fsync
+ * and fdatasync take CONVOY_FSYNC_DELAY_US longer (--fsync-delay-us: storage as slow as an SD card).
+ */
+export function ensureSlowFsync(root: string): MqttbenchBinary {
+  return buildC(root, path.join(root, 'bench', 'slow-fsync.c'), 'slow-fsync.so', '-O2 -Wall -shared -fPIC -o slow-fsync.so slow-fsync.c -ldl');
+}
+
+/** Builds `source` with the gcc line of its header comment into bench/.build/`name`, unless up to date. */
+function buildC(root: string, source: string, name: string, fallbackLine: string): MqttbenchBinary {
   const dir = path.join(root, 'bench', '.build');
   mkdirSync(dir, { recursive: true });
   const ignore = path.join(dir, '.gitignore');
   if (!existsSync(ignore)) writeFileSync(ignore, '# build output of the benchmark harness\n*\n');
-  const binary = path.join(dir, 'mqttbench');
+  const binary = path.join(dir, name);
   const stamp = `${binary}.source`;
   const tmp = `${binary}.tmp-${process.pid}`;
-  const buildArgs = gccArgsFor(source, tmp);
+  const buildArgs = gccArgsFor(source, tmp, fallbackLine);
   // as recorded in the results: the final path, not the temporary one gcc writes to
   const gccArgs = buildArgs.map((a) => (a === tmp ? binary : a));
   const upToDate =
@@ -63,7 +76,7 @@ export function ensureMqttbench(root: string): MqttbenchBinary {
     readFileSync(stamp, 'utf8') === source &&
     statSync(binary).mtimeMs >= statSync(source).mtimeMs;
   if (upToDate) return { source, binary, rebuilt: false, gccArgs };
-  process.stderr.write(`building mqttbench: gcc ${gccArgs.join(' ')}\n`);
+  process.stderr.write(`building ${name}: gcc ${gccArgs.join(' ')}\n`);
   execFileSync('gcc', buildArgs, { stdio: ['ignore', 'inherit', 'inherit'] });
   renameSync(tmp, binary);
   writeFileSync(stamp, source);

@@ -39,11 +39,12 @@ export interface Spawned {
 export function spawnWithFdLimit(
   cmd: string,
   args: readonly string[],
-  opts: { cwd?: string; stdoutMax?: number } = {},
+  opts: { cwd?: string; stdoutMax?: number; env?: Record<string, string> } = {},
 ): Spawned {
   const script = `ulimit -n ${FD_LIMIT} 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"`;
   const child = spawn('bash', ['-c', script, 'bash', cmd, ...args], {
     cwd: opts.cwd,
+    ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   live.add(child);

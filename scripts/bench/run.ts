@@ -32,11 +32,12 @@ import {
   startConfigured,
   mosquittoVersion,
   removeTempDirsSync,
+  setSlowFsync,
   startBroker,
   type BrokerSide,
   type ConfiguredBroker,
 } from './brokers.js';
-import { ensureMqttbench, lastJsonLine, mqttbenchVersion, num, runMqttbench, type BenchJson, type BenchRun } from './mqttbench.js';
+import { ensureMqttbench, ensureSlowFsync, lastJsonLine, mqttbenchVersion, num, runMqttbench, type BenchJson, type BenchRun } from './mqttbench.js';
 import {
   clockTicks,
   fsyncProbeUs,
@@ -91,6 +92,9 @@ const USAGE = `usage: node dist/scripts/bench/run.js [options]   (or: npm run be
                       env CONVOY_BENCH_BROKERS). One name = that broker on both sides,
                       e.g. --brokers mosquitto for a Mosquitto-vs-Mosquitto sanity check
   --uplink-backlog N  uplink-drain: backlog size (default ${UPLINK_BACKLOG}, --quick ${UPLINK_BACKLOG_QUICK})
+  --fsync-delay-us N  every fsync/fdatasync of the brokers under test (the uplink's truck, not
+                      HQ) takes N µs longer: storage as slow as an SD card (LD_PRELOAD shim
+                      bench/slow-fsync.c, built with gcc; default 0 = the machine's own disk)
   --no-save           do not write bench/results/*.json
   -h, --help          this text
 
@@ -109,6 +113,8 @@ interface Options {
   save: boolean;
   /** uplink-drain backlog size. */
   uplinkBacklog: number;
+  /** Added to every fsync of the brokers under test (0: none). */
+  fsyncDelayUs: number;
 }
 
 function parseCli(argv: string[]): Options | null {
@@ -120,6 +126,7 @@ function parseCli(argv: string[]): Options | null {
       only: { type: 'string', multiple: true },
       brokers: { type: 'string' },
       'uplink-backlog': { type: 'string' },
+      'fsync-delay-us': { type: 'string' },
       'no-save': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -168,7 +175,9 @@ function parseCli(argv: string[]): Options | null {
   const backlogArg = values['uplink-backlog'];
   const uplinkBacklog = backlogArg === undefined ? (quick ? UPLINK_BACKLOG_QUICK : UPLINK_BACKLOG) : Number(backlogArg);
   if (!Number.isInteger(uplinkBacklog) || uplinkBacklog < 10) throw new Error(`--uplink-backlog must be an integer >= 10, got ${backlogArg}`);
-  return { runs, quick, scenarios, sides, save: !(values['no-save'] ?? false), uplinkBacklog };
+  const fsyncDelayUs = Number(values['fsync-delay-us'] ?? 0);
+  if (!Number.isInteger(fsyncDelayUs) || fsyncDelayUs < 0) throw new Error(`--fsync-delay-us must be an integer >= 0, got ${values['fsync-delay-us']}`);
+  return { runs, quick, scenarios, sides, save: !(values['no-save'] ?? false), uplinkBacklog, fsyncDelayUs };
 }
 
 function findRoot(): string {
@@ -860,6 +869,7 @@ async function main(): Promise<void> {
   const date = new Date();
   const root = findRoot();
   const mb = ensureMqttbench(root);
+  if (opts.fsyncDelayUs > 0) setSlowFsync(ensureSlowFsync(root).binary, opts.fsyncDelayUs);
   if (opts.sides.some((s) => s.kind === 'convoy') && !existsSync(convoyMain(root))) {
     throw new Error(`${convoyMain(root)} is missing: run \`npx tsc -p .\` first (npm run bench does)`);
   }
@@ -873,6 +883,7 @@ async function main(): Promise<void> {
       `${opts.quick ? 'quick, ' : ''}scenarios: ${opts.scenarios.map((s) => s.name).join(', ')}`,
   );
   log(`mqttbench: ${mb.binary}${mb.rebuilt ? ' (rebuilt)' : ''}`);
+  if (opts.fsyncDelayUs > 0) log(`slow storage: every fsync of the brokers under test takes ${opts.fsyncDelayUs} µs longer`);
 
   const all: RunRecord[] = [];
   const results: MetricResult[] = [];
@@ -911,6 +922,7 @@ async function main(): Promise<void> {
       ? [`convoy started as: node ${[...convoyNodeFlags(), path.relative(root, convoyMain(root))].join(' ')} run --config FILE`]
       : []),
     `node ${String(machine.node)}, mosquitto ${String(machine.mosquitto)}, convoy ${String(machine.convoy_version)} (${String(machine.convoy_commit)})`,
+    ...(opts.fsyncDelayUs > 0 ? [`slow storage: +${opts.fsyncDelayUs} µs per fsync of the brokers under test (--fsync-delay-us)`] : []),
     `medians of ${opts.runs} interleaved run(s) per broker; ratio = ${sa.label}/${sb.label} ` +
       `(for "higher is better" > 1 means ${sa.label} is better, for "lower is better" < 1 means ${sa.label} is better)`,
     '',
@@ -960,6 +972,7 @@ async function main(): Promise<void> {
       date: date.toISOString(),
       quick: opts.quick,
       runs_per_broker: opts.runs,
+      fsync_delay_us: opts.fsyncDelayUs,
       elapsed_s: Math.round(elapsed),
       sides: sides.map((s) => ({ label: s.label, kind: s.kind })),
       machine,
