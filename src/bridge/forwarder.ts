@@ -346,11 +346,24 @@ export class Forwarder {
   private schedulePump(): void {
     if (this.pumpScheduled || this.stopped) return;
     this.pumpScheduled = true;
-    setImmediate(() => {
-      this.pumpScheduled = false;
-      this.pump();
-    });
+    setImmediate(this.scheduledPump);
   }
+
+  /**
+   * After HQ's acknowledgements: the next records go out as soon as the chunk of PUBACKs is
+   * handled (a microtask), before the event loop runs the deletes' commit and anything else. The
+   * window is full while HQ keeps up, so how fast a freed slot is refilled sets the rate.
+   */
+  private pumpSoon(): void {
+    if (this.pumpScheduled || this.stopped) return;
+    this.pumpScheduled = true;
+    queueMicrotask(this.scheduledPump);
+  }
+
+  private readonly scheduledPump = (): void => {
+    this.pumpScheduled = false;
+    this.pump();
+  };
 
   private clearTimer(): void {
     if (this.timer) clearTimeout(this.timer);
@@ -534,6 +547,6 @@ export class Forwarder {
         this.retries.push({ rec, at: this.now() + this.retryDelayMs });
       }
     }
-    this.schedulePump();
+    this.pumpSoon();
   }
 }
