@@ -207,6 +207,14 @@ export class Forwarder {
    */
   private readonly numbered: { link: NumberedLink; gwSeq: NumberedUserProperties } | null;
 
+  /**
+   * Bound on what a crash could make HQ receive twice: records in flight plus records HQ has
+   * acknowledged whose removal is not durable yet (see pumpLoop). 4 × inflight_window: at 2 ×,
+   * removals waiting for a commit of the steady stream held back sends (-25 % steady uplink, A/B).
+   */
+  private readonly unconfirmedLimit: number;
+  private readonly stopWatchingRemovals: () => void;
+
   private up = false;
   private stopped = false;
   /** Bumped at every link up / down: callbacks of an older connection are ignored. */
@@ -247,6 +255,11 @@ export class Forwarder {
     const t = this.now();
     this.msgBucket = opts.drainRateMsgs > 0 ? new TokenBucket(opts.drainRateMsgs, t) : null;
     this.byteBucket = opts.drainRateBytes > 0 ? new TokenBucket(opts.drainRateBytes, t) : null;
+    this.unconfirmedLimit = 4 * Math.max(1, opts.inflightWindow);
+    // Removals became durable: sends held back by the bound may go.
+    this.stopWatchingRemovals = opts.outbox.onRemovalsDurable?.(() => {
+      if (this.up) this.schedulePump();
+    }) ?? ((): void => {});
     this.resetQueues();
   }
 
@@ -327,6 +340,7 @@ export class Forwarder {
 
   stop(): void {
     this.stopped = true;
+    this.stopWatchingRemovals();
     this.linkDown();
   }
 
@@ -400,7 +414,10 @@ export class Forwarder {
 
   private pumpLoop(): void {
     const gen = this.gen;
-    while (this.up && gen === this.gen && this.inFlight.size < this.window) {
+    // In flight at most `window` (HQ's receive maximum). And after a crash, what was in flight is
+    // sent again, and so are records HQ acknowledged whose removal had not committed yet: together
+    // at most unconfirmedLimit, so a crash duplicates at most that many.
+    while (this.up && gen === this.gen && this.inFlight.size < this.window && this.inFlight.size + this.removalsPending() < this.unconfirmedLimit) {
       const now = this.now();
       // 1. After a reconnect: the newest telemetry per topic, unpaced.
       const f = this.fresh.shift();
@@ -426,6 +443,10 @@ export class Forwarder {
       this.spendPacing(rec, now);
       this.send(rec, now);
     }
+  }
+
+  private removalsPending(): number {
+    return this.outbox.removalsPending?.() ?? 0;
   }
 
   private cost(rec: OutboxRecord): number {

@@ -245,6 +245,14 @@ export function createOutbox(opts: CreateOutboxOptions): OutboxHandle {
       return store.onCommitted(cb);
     },
 
+    removalsPending() {
+      return store.deletesPending;
+    },
+
+    onRemovalsDurable(cb) {
+      return store.onDeletesCommitted(cb);
+    },
+
     get committedSeq() {
       return store.committedSeq;
     },

@@ -58,4 +58,11 @@ export interface Outbox {
   /** The newest record per local topic of a class (for "where is the truck now" after reconnect). */
   newestPerTopic(cls: OutboxClass, limit: number): OutboxRecord[];
   stats(): OutboxStats;
+  /**
+   * Optional: removed records whose removal is not durable yet (a crash would bring them back, to
+   * be sent again), and a callback after each commit that made removals durable. The forwarder
+   * counts them against its bound on duplicates; an outbox without them has none pending.
+   */
+  removalsPending?(): number;
+  onRemovalsDurable?(cb: () => void): () => void;
 }

@@ -186,8 +186,9 @@ export const MIGRATIONS: readonly Migration[] = [
   {
     description: 'outbox segments: the records one commit appended to a class packed into one row; deleted records as bitmaps',
     // See store/outbox-segment.ts for the record layout and why. Rows of the old outbox table
-    // become one-record segments (built here with printf/unhex, big-endian like the layout);
-    // outbox_meta.last_seq takes their highest seq, so numbering continues after the old rows.
+    // become segments of up to 256 records of a class in seq order (each record built here with
+    // printf/unhex, big-endian like the layout, and joined with group_concat, which copies bytes
+    // as they are); outbox_meta.last_seq takes their highest seq, so numbering continues after them.
     // - outbox_segments.id is the seq of the segment's first record.
     // - outbox_gone holds the deleted-record bitmap of a segment that still has live records.
     sql: `
@@ -205,12 +206,19 @@ export const MIGRATIONS: readonly Migration[] = [
         bits BLOB NOT NULL
       );
       INSERT INTO outbox_segments (id, cls, last_seq, count, bytes, min_expires, records)
-        SELECT seq, cls, seq, 1, size, expires_at,
-          CAST(unhex(printf('%012x%012x%012x%02x%08x%04x%04x%08x%08x', seq, created_at, expires_at, qos, size,
-            length(CAST(local_topic AS BLOB)), length(CAST(topic AS BLOB)),
-            length(CAST(coalesce(properties, '') AS BLOB)), length(payload)))
-          || CAST(local_topic AS BLOB) || CAST(topic AS BLOB) || CAST(coalesce(properties, '') AS BLOB) || payload AS BLOB)
-        FROM outbox ORDER BY seq;
+        SELECT min(seq), cls, max(seq), count(*), sum(size), coalesce(min(nullif(expires_at, 0)), 0),
+          CAST(group_concat(record, '' ORDER BY seq) AS BLOB)
+        FROM (
+          SELECT seq, cls, size, expires_at,
+            (row_number() OVER (PARTITION BY cls ORDER BY seq) - 1) / 256 AS chunk,
+            CAST(unhex(printf('%012x%012x%012x%02x%08x%04x%04x%08x%08x', seq, created_at, expires_at, qos, size,
+              length(CAST(local_topic AS BLOB)), length(CAST(topic AS BLOB)),
+              length(CAST(coalesce(properties, '') AS BLOB)), length(payload)))
+            || CAST(local_topic AS BLOB) || CAST(topic AS BLOB) || CAST(coalesce(properties, '') AS BLOB) || payload AS BLOB)
+            AS record
+          FROM outbox
+        )
+        GROUP BY cls, chunk;
       UPDATE outbox_meta SET last_seq = max(last_seq, coalesce((SELECT max(seq) FROM outbox), 0)) WHERE id = 1;
       DROP TABLE outbox;
     `,

@@ -88,6 +88,10 @@ export interface OutboxStore {
   reusableBytes(): number;
   /** Called after each commit that made appends readable, with committedSeq. Returns an unsubscribe. */
   onCommitted(cb: (committedSeq: number) => void): () => void;
+  /** Deleted rows whose delete is not committed yet (a crash would bring them back). */
+  readonly deletesPending: number;
+  /** Called after each commit that made deletes durable. Returns an unsubscribe. */
+  onDeletesCommitted(cb: () => void): () => void;
 }
 
 export const CLASS_CODE: Record<OutboxClass, number> = { alarm: 0, event: 1, telemetry: 2, bulk: 3 };
@@ -121,6 +125,7 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
   /** No pending or sealed append expires before this. */
   protected pendingMinExpiry = Infinity;
   private readonly listeners = new Set<(seq: number) => void>();
+  private readonly deleteListeners = new Set<() => void>();
   private retryTimer: NodeJS.Timeout | null = null;
 
   protected constructor(protected readonly host: CommitHost) {}
@@ -190,6 +195,15 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
     return () => this.listeners.delete(cb);
   }
 
+  get deletesPending(): number {
+    return this.pendingDeletes.size + this.sealedDeletes.size;
+  }
+
+  onDeletesCommitted(cb: () => void): () => void {
+    this.deleteListeners.add(cb);
+    return () => this.deleteListeners.delete(cb);
+  }
+
   oldest(cls: OutboxClass, limit: number): OutboxRowRef[] {
     if (limit <= 0) return [];
     const out = this.oldestCommitted(cls, limit);
@@ -238,6 +252,7 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
     for (const seq of this.sealedAppends.keys()) if (seq > appended) appended = seq;
     this.afterCommit();
     this.sealedAppends.clear();
+    const deleted = this.sealedDeletes.size > 0;
     this.sealedDeletes.clear();
     let min = Infinity;
     for (const row of this.pendingAppends.values()) if (row.expiresAt > 0 && row.expiresAt < min) min = row.expiresAt;
@@ -246,6 +261,7 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
       this.committedMax = appended;
       for (const cb of [...this.listeners]) cb(this.committedMax);
     }
+    if (deleted) for (const cb of [...this.deleteListeners]) cb();
   }
 
   /** Adds the statements of the pending work to a commit (SQLite) or nothing (memory). */
@@ -312,7 +328,7 @@ interface Segment {
   committed: boolean;
   /** Its own row has committed (the table can give its records). */
   stored: boolean;
-  /** Made by mergeSmall (never merged again: each record is rewritten at most once). */
+  /** Made by mergeSmall, or found at open: never merged (a record is rewritten at most once). */
   merged: boolean;
   /** Listed in the deletes being sealed. */
   touched: boolean;
@@ -408,7 +424,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       const cls = classOf(code);
       this.segments[cls].push({
         id, cls, lastSeq, count, live: count, minExpiry: minExpires > 0 ? minExpires : Infinity,
-        gone: null, goneStored: false, committed: true, stored: true, merged: false, touched: false, rows: null,
+        gone: null, goneStored: false, committed: true, stored: true, merged: true, touched: false, rows: null,
       });
       const t = this.counts[cls];
       t.count += count;
@@ -419,7 +435,8 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     for (const [segment, bits] of db.prepare('SELECT segment, bits FROM outbox_gone').raw(true).iterate() as IterableIterator<[number, Buffer]>) {
       const seg = this.findSegment(segment);
       if (seg === null) continue;
-      seg.gone = new Uint8Array(bits.length >= (seg.count + 7) >>> 3 ? bits : Buffer.concat([bits, Buffer.alloc(((seg.count + 7) >>> 3) - bits.length)]));
+      seg.gone = goneBitmap(seg.count);
+      seg.gone.set(bits.subarray(0, seg.gone.length));
       seg.goneStored = true;
       const rows = this.decoded(seg);
       const t = this.counts[seg.cls];
@@ -554,8 +571,8 @@ export class SqliteOutboxStore extends OutboxStoreBase {
    * At a low message rate every commit makes a segment of a record or two, and each live segment
    * costs memory (the directory) and a row. A run of MERGE_RUN small committed segments of a class
    * is rewritten as one segment of their live records, in the same transaction as the rest of the
-   * batch: each such record is written twice, and the directory stays small (about one entry per
-   * MERGE_SMALL_RECORDS records however slowly they came).
+   * batch: each such record is written twice, and the directory keeps about one entry per
+   * MERGE_RUN records however slowly they came.
    */
   private mergeSmall(cls: OutboxClass, batch: WriteBatch): void {
     const segs = this.segments[cls];

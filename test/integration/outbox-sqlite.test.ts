@@ -243,7 +243,7 @@ describe('SQLite outbox on disk', () => {
     });
   }
 
-  it('migrates an outbox of one row per message (schema 7) into segments, records and numbering intact', () => {
+  it('migrates an outbox of one row per message (schema 7) into segments of up to 256 per class, records and numbering intact', () => {
     const raw = new Database(file);
     raw.pragma('journal_mode = WAL');
     for (const m of MIGRATIONS.slice(0, 7)) raw.exec(m.sql);
@@ -255,12 +255,14 @@ describe('SQLite outbox on disk', () => {
     insert.run(3, 2, 'truck/gps/é', 'fleet/gw1/gps/é', Buffer.from([0, 1, 0, 255]), 1, '{"contentType":"x"}', 1000, 0, 60);
     insert.run(5, 0, 'truck/alarm', 'fleet/gw1/alarm', Buffer.alloc(0), 2, null, 1001, 99_000_000_000_000, 50);
     insert.run(9, 2, 'truck/gps/é', 'fleet/gw1/gps/é', Buffer.from('second'), 0, null, 1002, 0, 61);
+    // And 600 bulk rows with NUL bytes everywhere in their payloads: three segments (256, 256, 88).
+    for (let i = 0; i < 600; i++) insert.run(100 + i, 3, 'b', 'fleet/gw1/b', Buffer.from([0, i & 255, 0, i >> 8]), 1, null, 2000 + i, 0, 40);
     raw.prepare('UPDATE outbox_meta SET last_seq = 4').run();
     raw.close();
 
     const { state, store } = openStore();
     expect(state.db.pragma('user_version', { simple: true })).to.equal(SCHEMA_VERSION);
-    expect(store.lastSeq).to.equal(9);
+    expect(store.lastSeq).to.equal(699);
     expect(store.totals().telemetry).to.deep.equal({ count: 2, bytes: 121 });
     expect(store.totals().alarm).to.deep.equal({ count: 1, bytes: 50 });
     const gps = store.readCommitted('telemetry', 0, 10);
@@ -271,6 +273,19 @@ describe('SQLite outbox on disk', () => {
     const [alarm] = store.readCommitted('alarm', 0, 10);
     expect([alarm?.seq, alarm?.payload.length, alarm?.qos, alarm?.expiresAt]).to.deep.equal([5, 0, 2, 99_000_000_000_000]);
     expect(state.db.prepare("SELECT count(*) FROM sqlite_schema WHERE name = 'outbox'").pluck().get()).to.equal(0);
+    // Segments of up to 256 records of a class.
+    expect(state.db.prepare('SELECT id, cls, last_seq, count, min_expires FROM outbox_segments ORDER BY id').raw(true).all()).to.deep.equal([
+      [3, 2, 9, 2, 0],
+      [5, 0, 5, 1, 99_000_000_000_000],
+      [100, 3, 355, 256, 0],
+      [356, 3, 611, 256, 0],
+      [612, 3, 699, 88, 0],
+    ]);
+    const bulk = store.readCommitted('bulk', 0, 1000);
+    expect(bulk.map((r) => [r.seq, [...r.payload], r.createdAt])).to.deep.equal(
+      Array.from({ length: 600 }, (_, i) => [100 + i, [0, i & 255, 0, i >> 8], 2000 + i]),
+    );
+    expect(store.totals().bulk).to.deep.equal({ count: 600, bytes: 600 * 40 });
   });
 
   describe('one transaction with the broker journal', () => {

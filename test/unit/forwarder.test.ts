@@ -211,6 +211,51 @@ describe('uplink forwarder (fake outbox, fake link)', () => {
     expect(link.seqs()).to.deep.equal([1, 3]);
   });
 
+  it('holds new sends while in flight + acknowledged-but-not-durably-removed reach 4 × the window (the crash duplicate bound)', async () => {
+    // An outbox whose removals become durable only when the test says so (a commit).
+    class SlowRemovals extends FakeOutbox {
+      pending = 0;
+      private readonly durable = new Set<() => void>();
+      override remove(seq: number): void {
+        super.remove(seq);
+        this.pending++;
+      }
+      removalsPending(): number {
+        return this.pending;
+      }
+      onRemovalsDurable(cb: () => void): () => void {
+        this.durable.add(cb);
+        return () => this.durable.delete(cb);
+      }
+      commit(): void {
+        this.pending = 0;
+        for (const cb of this.durable) cb();
+      }
+    }
+    const slow = new SlowRemovals();
+    outbox = slow;
+    for (let i = 1; i <= 20; i++) outbox.add('event', 'e', `m${i}`);
+    const f = make({ inflightWindow: 4 });
+    f.linkUp({ receiveMaximum: 65535 });
+    await settle();
+    expect(link.seqs()).to.deep.equal([1, 2, 3, 4]);
+    // Acknowledged, removals not durable: each frees a slot while in flight + pending < 16.
+    for (let seq = 1; seq <= 12; seq++) {
+      link.ack(seq);
+      await settle();
+    }
+    expect(link.seqs()).to.deep.equal([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
+    expect(f.stats().inFlight).to.equal(4);
+    link.ack(13);
+    await settle();
+    expect(link.seqs(), 'held: 3 in flight + 13 removals pending').to.have.length(16);
+    // The removals commit: the forwarder fills the window again.
+    slow.commit();
+    await settle();
+    expect(link.seqs()).to.have.length(17);
+    expect(f.stats().inFlight).to.equal(4);
+  });
+
   it('removes a record only when HQ acknowledges it, and re-sends the unacknowledged ones after a reconnect', async () => {
     for (let i = 1; i <= 3; i++) outbox.add('event', 'e', `m${i}`);
     const f = make();
