@@ -504,6 +504,30 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     return rows[j]?.seq === seq && !isGone(seg.gone, j) ? j : -1;
   }
 
+  /**
+   * A new segment of `rows` (one class, seq order) into the batch. A merged one is readable at
+   * once (its records are durable in the rows it replaces); either keeps its records in memory at
+   * least until its own row has committed.
+   */
+  private writeSegment(batch: WriteBatch, cls: OutboxClass, rows: OutboxRow[], merged: boolean): Segment {
+    const { data, summary } = encodeSegment(rows);
+    batch.run(this.write_.insertSegment, summary.firstSeq, CLASS_CODE[cls], summary.lastSeq, summary.count, summary.bytes, summary.minExpires, data);
+    const seg: Segment = {
+      id: summary.firstSeq, cls, lastSeq: summary.lastSeq, count: summary.count, live: summary.count,
+      minExpiry: summary.minExpires > 0 ? summary.minExpires : Infinity,
+      gone: null, goneStored: false, committed: merged, stored: false, merged, touched: false, rows,
+    };
+    this.sealedSegments.push(seg);
+    return seg;
+  }
+
+  /** A segment's row (and bitmap) out of the table in this batch, and out of memory. */
+  private dropSegment(batch: WriteBatch, seg: Segment): void {
+    batch.run(this.write_.deleteSegment, seg.id);
+    if (seg.goneStored) batch.run(this.write_.deleteGone, seg.id);
+    this.forget(seg);
+  }
+
   /** Removes a segment all of whose records are deleted. */
   private forget(seg: Segment): void {
     const segs = this.segments[seg.cls];
@@ -523,16 +547,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       for (const r of this.pendingAppends.values()) (byClass[r.cls] ??= []).push(r);
       for (const cls of OUTBOX_CLASSES) {
         const rows = byClass[cls];
-        if (rows === undefined) continue;
-        const { data, summary } = encodeSegment(rows);
-        batch.run(s.insertSegment, summary.firstSeq, CLASS_CODE[cls], summary.lastSeq, summary.count, summary.bytes, summary.minExpires, data);
-        const seg: Segment = {
-          id: summary.firstSeq, cls, lastSeq: summary.lastSeq, count: summary.count, live: summary.count,
-          minExpiry: summary.minExpires > 0 ? summary.minExpires : Infinity,
-          gone: null, goneStored: false, committed: false, stored: false, merged: false, touched: false, rows,
-        };
-        this.segments[cls].push(seg);
-        this.sealedSegments.push(seg);
+        if (rows !== undefined) this.segments[cls].push(this.writeSegment(batch, cls, rows, false));
       }
     }
     if (this.pendingDeletes.size > 0) {
@@ -558,9 +573,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
           continue;
         }
         // Every record acknowledged (or dropped): the whole segment goes, its pages freed at once.
-        batch.run(s.deleteSegment, seg.id);
-        if (seg.goneStored) batch.run(s.deleteGone, seg.id);
-        this.forget(seg);
+        this.dropSegment(batch, seg);
       }
       batch.run(s.setLastSeq, this.last);
     }
@@ -592,24 +605,10 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       const all = this.decoded(seg);
       for (let j = 0; j < all.length; j++) if (!isGone(seg.gone, j)) rows.push(all[j]!);
     }
-    const s = this.write_;
-    for (const seg of run) {
-      batch.run(s.deleteSegment, seg.id);
-      if (seg.goneStored) batch.run(s.deleteGone, seg.id);
-      this.forget(seg);
-    }
+    for (const seg of run) this.dropSegment(batch, seg);
     if (rows.length === 0) return;
-    const { data, summary } = encodeSegment(rows);
-    batch.run(s.insertSegment, summary.firstSeq, CLASS_CODE[cls], summary.lastSeq, summary.count, summary.bytes, summary.minExpires, data);
-    // Readable at once (its records are durable in the rows it replaces); its records stay in
-    // memory until its own row has committed.
-    const merged: Segment = {
-      id: summary.firstSeq, cls, lastSeq: summary.lastSeq, count: summary.count, live: summary.count,
-      minExpiry: summary.minExpires > 0 ? summary.minExpires : Infinity,
-      gone: null, goneStored: false, committed: true, stored: false, merged: true, touched: false, rows,
-    };
+    const merged = this.writeSegment(batch, cls, rows, true);
     segs.splice(start, 0, merged);
-    this.sealedSegments.push(merged);
     // Records handed out point at the segments just replaced.
     for (const row of rows) if (this.handedOut.has(row.seq)) this.handedOut.set(row.seq, merged);
   }
