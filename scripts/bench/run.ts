@@ -452,6 +452,7 @@ async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts,
     drainWriteBytes: null,
     drainCpuS: null,
     drainMainCpuS: null,
+    backlogRssKb: null,
     reconnectS: null,
     drainS: null,
   };
@@ -520,6 +521,7 @@ async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts,
     rec.passes.backlog_pub = bp.json;
     const io2 = isRunning(tr.proc) ? readWriteBytes(pid) : null;
     u.backlogPubWriteBytes = diff(io1, io2);
+    if (isRunning(tr.proc)) u.backlogRssKb = readStatusKb(pid, 'VmRSS');
     if (!benchOk('backlog publish', bp) || !isRunning(tr.proc)) return finishUplink(rec, tr, problems, t0);
 
     // 4. HQ back: time from its spawn to the last backlog message at the subscriber
@@ -774,6 +776,7 @@ function uplinkSummary(r: RunRecord): string {
       `disk B/msg: backlog pub ${perMsg(u.backlogPubWriteBytes, u.backlog)}, drain ${perMsg(u.drainWriteBytes, u.backlog)}, ` +
         `steady ${perMsg(u.steadyWriteBytes, u.steady)}`,
     );
+    if (u.backlogRssKb !== null) parts.push(`rss with backlog ${fmt(u.backlogRssKb / 1024, 1)} MB`);
     if (u.drainCpuS !== null) {
       const main = u.drainMainCpuS === null ? '' : ` (main thread ${u.drainMainCpuS.toFixed(2)} s)`;
       parts.push(`drain cpu ${u.drainCpuS.toFixed(2)} s${main}`);

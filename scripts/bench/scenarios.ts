@@ -54,6 +54,8 @@ export interface UplinkMeasures {
   drainCpuS: number | null;
   /** The part of drainCpuS spent on the main thread (the rest: writer thread, libuv pool). */
   drainMainCpuS: number | null;
+  /** Truck broker VmRSS right after the backlog was published with HQ down (the backlog held). */
+  backlogRssKb: number | null;
   /** HQ restart (spawn) -> first / last backlog message at the HQ subscriber. */
   reconnectS: number | null;
   drainS: number | null;
@@ -554,6 +556,18 @@ export const SCENARIOS: readonly Scenario[] = [
         value: (r) => {
           const u = up(r);
           return u && u.drainCpuS !== null && u.backlog > 0 ? (u.drainCpuS * 1e6) / u.backlog : null;
+        },
+      },
+      {
+        key: 'backlog_rss_mb',
+        label: '(b) truck broker RSS holding the backlog (HQ down)',
+        unit: 'MB',
+        better: 'lower',
+        agg: 'median',
+        digits: 1,
+        value: (r) => {
+          const u = up(r);
+          return u && u.backlogRssKb !== null ? u.backlogRssKb / 1024 : null;
         },
       },
       uplinkDisk('disk_backlog_pub', '(c) disk per message, backlog publish (HQ down)', (u) => u.backlogPubWriteBytes, (u) => u.backlog),
