@@ -202,6 +202,20 @@ const uplinkDisk = (key: string, label: string, pick: (u: UplinkMeasures) => num
   },
 });
 
+/** An uplink figure where lower is better (one decimal). */
+const uplinkLower = (key: string, label: string, unit: string, value: (u: UplinkMeasures) => number | null): MetricDef => ({
+  key,
+  label,
+  unit,
+  better: 'lower',
+  agg: 'median',
+  digits: 1,
+  value: (r) => {
+    const u = up(r);
+    return u ? value(u) : null;
+  },
+});
+
 const mqttjsThroughput = (key: string, label: string): MetricDef => ({
   key: `${key}_throughput`,
   label,
@@ -546,30 +560,10 @@ export const SCENARIOS: readonly Scenario[] = [
         digits: 2,
         value: (r) => up(r)?.reconnectS ?? null,
       },
-      {
-        key: 'drain_cpu_us_per_msg',
-        label: '(b) truck broker CPU per backlog message, drain',
-        unit: 'µs/msg',
-        better: 'lower',
-        agg: 'median',
-        digits: 1,
-        value: (r) => {
-          const u = up(r);
-          return u && u.drainCpuS !== null && u.backlog > 0 ? (u.drainCpuS * 1e6) / u.backlog : null;
-        },
-      },
-      {
-        key: 'backlog_rss_mb',
-        label: '(b) truck broker RSS holding the backlog (HQ down)',
-        unit: 'MB',
-        better: 'lower',
-        agg: 'median',
-        digits: 1,
-        value: (r) => {
-          const u = up(r);
-          return u && u.backlogRssKb !== null ? u.backlogRssKb / 1024 : null;
-        },
-      },
+      uplinkLower('drain_cpu_us_per_msg', '(b) truck broker CPU per backlog message, drain', 'µs/msg', (u) =>
+        u.drainCpuS !== null && u.backlog > 0 ? (u.drainCpuS * 1e6) / u.backlog : null),
+      uplinkLower('backlog_rss_mb', '(b) truck broker RSS holding the backlog (HQ down)', 'MB', (u) =>
+        u.backlogRssKb !== null ? u.backlogRssKb / 1024 : null),
       uplinkDisk('disk_backlog_pub', '(c) disk per message, backlog publish (HQ down)', (u) => u.backlogPubWriteBytes, (u) => u.backlog),
       uplinkDisk('disk_backlog_drain', '(c) disk per message, backlog drain', (u) => u.drainWriteBytes, (u) => u.backlog),
       uplinkDisk('disk_steady', '(c) disk per message, steady (publish + drain)', (u) => u.steadyWriteBytes, (u) => u.steady),
