@@ -72,7 +72,8 @@ export class PacketIds {
   }
 
   register(id: number): boolean {
-    if (this.inUse[id] === 1) return false;
+    // Packet ids are 1..65535; anything else is refused (and would index outside the flags).
+    if (!Number.isInteger(id) || id < 1 || id > 65535 || this.inUse[id] === 1) return false;
     this.inUse[id] = 1;
     this.count++;
     return true;

@@ -25,6 +25,7 @@ describe('uplink link: PacketIds', () => {
     const ids = new PacketIds();
     expect(ids.register(5)).to.equal(true);
     expect(ids.register(5)).to.equal(false);
+    for (const bad of [0, 65536, -1, 1.5]) expect(ids.register(bad), String(bad)).to.equal(false);
     const a = ids.allocate();
     expect(ids.register(a!)).to.equal(false);
     ids.deallocate(5);
