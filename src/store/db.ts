@@ -52,7 +52,19 @@ export interface OpenDatabaseResult {
 /** Backstop automatic checkpoint, in pages (the store checkpoints itself far more often). */
 export const WAL_AUTOCHECKPOINT_PAGES = 4000;
 export const JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024;
-const BUSY_TIMEOUT_MS = 5000;
+export const BUSY_TIMEOUT_MS = 5000;
+
+/**
+ * The per-connection settings (journal_mode = WAL is stored in the file), for the read connection
+ * here and the writer thread's connection alike; see the header comment for the why.
+ */
+export function applyConnectionSettings(db: SqliteDatabase): void {
+  db.pragma('synchronous = FULL');
+  db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
+  db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT}`);
+  db.pragma('temp_store = MEMORY');
+  db.pragma('foreign_keys = OFF'); // better-sqlite3 turns them on; the schema has none (migrations.ts)
+}
 /**
  * Conservative read rate for the integrity check (an SD card on a small ARM board): a database
  * larger than budget × this rate only gets a structural check at open.
@@ -131,11 +143,7 @@ function openChecked(file: string, opts: OpenDatabaseOptions, mayMoveAside: bool
     // The first statement that reads the file: a garbage header fails here with SQLITE_NOTADB.
     const mode = db.pragma('journal_mode = WAL', { simple: true });
     if (mode !== 'wal') throw new Error(`${file}: could not switch to WAL mode (journal_mode is ${String(mode)})`);
-    db.pragma('synchronous = FULL');
-    db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
-    db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT}`);
-    db.pragma('temp_store = MEMORY');
-    db.pragma('foreign_keys = OFF'); // better-sqlite3 turns them on; the schema has none (migrations.ts)
+    applyConnectionSettings(db);
 
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version > SCHEMA_VERSION) throw new StoreVersionError(file, version, SCHEMA_VERSION);

@@ -56,8 +56,8 @@ export class SqliteIncomingQos2Store extends MemoryIncomingQos2Store implements 
   private clearPending = false;
   /** Puts sealed into a commit not confirmed yet (kept across a failed commit, which is retried). */
   private sealed: PutOp[] = [];
-  /** A one-off delete of other client ids' rows, sealed with the next batch. */
-  private foreign: { statement: number } | null = null;
+  /** A one-off delete of other client ids' rows (its statement), sealed with the next batch. */
+  private deleteForeign: number | null = null;
   private readonly s: { upsert: number; delete: number; deleteAll: number };
 
   constructor(opts: SqliteIncomingQos2StoreOptions) {
@@ -90,8 +90,7 @@ export class SqliteIncomingQos2Store extends MemoryIncomingQos2Store implements 
     if (foreign > 0) {
       // Held for an HQ session we no longer use (the uplink client id changed): never completed.
       opts.log.warn({ orders: foreign, clientId: this.clientId }, 'uplink: dropping QoS 2 orders held for another HQ client id');
-      const deleteForeign = opts.state.statement('DELETE FROM uplink_incoming_qos2 WHERE client_id <> ?');
-      this.foreign = { statement: deleteForeign };
+      this.deleteForeign = opts.state.statement('DELETE FROM uplink_incoming_qos2 WHERE client_id <> ?');
       this.kick();
     }
   }
@@ -144,12 +143,12 @@ export class SqliteIncomingQos2Store extends MemoryIncomingQos2Store implements 
   // ---- the participant ----
 
   get hasPending(): boolean {
-    return this.pending.size > 0 || this.clearPending || this.foreign !== null;
+    return this.pending.size > 0 || this.clearPending || this.deleteForeign !== null;
   }
 
   seal(batch: WriteBatch): void {
-    if (this.foreign !== null) batch.run(this.foreign.statement, this.clientId);
-    this.foreign = null;
+    if (this.deleteForeign !== null) batch.run(this.deleteForeign, this.clientId);
+    this.deleteForeign = null;
     if (this.clearPending) batch.run(this.s.deleteAll, this.clientId);
     this.clearPending = false;
     const now = Date.now();

@@ -2,7 +2,7 @@
 // is sent as one transaction, answers, then checkpoints when enough has been written.
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { JOURNAL_SIZE_LIMIT, WAL_AUTOCHECKPOINT_PAGES } from './db.js';
+import { applyConnectionSettings, BUSY_TIMEOUT_MS } from './db.js';
 import { multiRowInsert } from './multi-row.js';
 import { FLAG_CLOSED, FLAG_DONE, FLAG_FAILED, type WorkerReply, type WorkerRequest } from './writer.js';
 
@@ -13,7 +13,6 @@ const port = parentPort!;
 const CHECKPOINT_AFTER_BYTES = 4 * 1024 * 1024;
 /** Rough WAL cost of one statement beyond its parameters. */
 const OP_OVERHEAD_BYTES = 96;
-const BUSY_TIMEOUT_MS = 5000;
 
 function post(reply: WorkerReply): void {
   port.postMessage(reply);
@@ -22,12 +21,7 @@ function post(reply: WorkerReply): void {
 let db: Database.Database;
 try {
   db = new Database(path, { timeout: BUSY_TIMEOUT_MS });
-  // Per-connection settings (journal_mode = WAL is stored in the file; see db.ts for the why).
-  db.pragma('synchronous = FULL');
-  db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
-  db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT}`);
-  db.pragma('temp_store = MEMORY');
-  db.pragma('foreign_keys = OFF');
+  applyConnectionSettings(db);
 } catch (err) {
   post({ type: 'fatal', message: `cannot open ${path} for writing: ${err instanceof Error ? err.message : String(err)}` });
   throw err;

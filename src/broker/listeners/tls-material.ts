@@ -137,24 +137,33 @@ export function tlsServerOptions(cfg: TlsListenerFiles, broker: Broker): tls.Tls
  */
 export class CertifiedConnections {
   private readonly live = new Map<Connection, string>();
-  /** Only a mutual-TLS listener with a CRL can revoke anything. */
-  private readonly enabled: boolean;
+  /** Only a mutual-TLS listener with a CRL can revoke anything: its CRL file, else null. */
+  private readonly crl: string | null;
 
   constructor(cfg: TlsListenerFiles) {
-    this.enabled = cfg.require_client_cert && cfg.crl !== '';
+    this.crl = cfg.require_client_cert && cfg.crl !== '' ? cfg.crl : null;
   }
 
   /** Remembers a connection accepted with a client certificate (none, or nothing to revoke: nothing to remember). */
   track(conn: Connection | null, socket: tls.TLSSocket): void {
-    if (!this.enabled || conn === null) return;
+    if (this.crl === null || conn === null) return;
     const serial = socket.getPeerCertificate()?.serialNumber;
     if (!serial) return;
     this.live.set(conn, normalizeSerial(serial));
     socket.once('close', () => this.live.delete(conn));
   }
 
-  /** Closes (MQTT 5: DISCONNECT 0x87) every connection whose certificate is in `revoked`. */
-  cutRevoked(revoked: ReadonlySet<string>, broker: Broker, name: string): void {
+  /** After a reload: closes (MQTT 5: DISCONNECT 0x87) every connection whose certificate the CRL now revokes. */
+  cutRevoked(broker: Broker, name: string): void {
+    if (this.crl === null) return;
+    let revoked: Set<string>;
+    try {
+      revoked = crlRevokedSerials(readFileSync(this.crl, 'utf8'));
+    } catch (err) {
+      // loadTlsOptions parsed this file a moment ago; only a change since can get here.
+      broker.log.error({ listener: name, file: this.crl, err: reason(err) }, `cannot read the revoked serials of the CRL: ${reason(err)}`);
+      return;
+    }
     for (const [conn, serial] of this.live) {
       if (!revoked.has(serial)) continue;
       this.live.delete(conn);
@@ -173,14 +182,7 @@ export function reloadTlsListener(
   server: tls.Server, cfg: TlsListenerFiles, broker: Broker, name: string, certified: CertifiedConnections,
 ): boolean {
   if (!reloadSecureContext(server, cfg, broker, name)) return false;
-  if (cfg.require_client_cert && cfg.crl) {
-    try {
-      certified.cutRevoked(crlRevokedSerials(readFileSync(cfg.crl, 'utf8')), broker, name);
-    } catch (err) {
-      // loadTlsOptions parsed this file a moment ago; only a change since can get here.
-      broker.log.error({ listener: name, file: cfg.crl, err: reason(err) }, `cannot read the revoked serials of the CRL: ${reason(err)}`);
-    }
-  }
+  certified.cutRevoked(broker, name);
   return true;
 }
 
