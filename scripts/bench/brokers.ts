@@ -20,9 +20,15 @@ export const MOSQUITTO_BIN = process.env.CONVOY_BENCH_MOSQUITTO ?? '/usr/sbin/mo
 /** Environment of the brokers under test (and the uplink's truck): see setSlowFsync. */
 let storageEnv: Record<string, string> = {};
 
-/** Every fsync/fdatasync of the brokers under test takes `delayUs` longer (the shim at `shim`). */
-export function setSlowFsync(shim: string, delayUs: number): void {
-  storageEnv = delayUs > 0 ? { LD_PRELOAD: shim, CONVOY_FSYNC_DELAY_US: String(delayUs) } : {};
+/**
+ * Every fsync/fdatasync of the brokers under test takes `delayUs` longer and, with `kbPerS` > 0,
+ * waits for the bytes written to that file since its last sync at that rate (the shim at `shim`).
+ */
+export function setSlowFsync(shim: string, delayUs: number, kbPerS = 0): void {
+  storageEnv =
+    delayUs > 0 || kbPerS > 0
+      ? { LD_PRELOAD: shim, CONVOY_FSYNC_DELAY_US: String(delayUs), CONVOY_STORAGE_KB_PER_S: String(kbPerS) }
+      : {};
 }
 
 /** Extra node flags for Convoy ($CONVOY_BENCH_NODE_FLAGS, e.g. the launcher's --max-semi-space-size=4). */

@@ -52,7 +52,8 @@ export function ensureMqttbench(root: string): MqttbenchBinary {
 
 /**
  * bench/slow-fsync.c built as bench/.build/slow-fsync.so: an LD_PRELOAD shim that makes fsync
- * and fdatasync take CONVOY_FSYNC_DELAY_US longer (--fsync-delay-us: storage as slow as an SD card).
+ * and fdatasync take CONVOY_FSYNC_DELAY_US longer and wait for the bytes written since the last
+ * sync at CONVOY_STORAGE_KB_PER_S (--fsync-delay-us, --storage-kb-s: storage as slow as an SD card).
  */
 export function ensureSlowFsync(root: string): MqttbenchBinary {
   return buildC(root, path.join(root, 'bench', 'slow-fsync.c'), 'slow-fsync.so', '-O2 -Wall -shared -fPIC -o slow-fsync.so slow-fsync.c -ldl');

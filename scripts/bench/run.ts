@@ -95,6 +95,8 @@ const USAGE = `usage: node dist/scripts/bench/run.js [options]   (or: npm run be
   --fsync-delay-us N  every fsync/fdatasync of the brokers under test (the uplink's truck, not
                       HQ) takes N µs longer: storage as slow as an SD card (LD_PRELOAD shim
                       bench/slow-fsync.c, built with gcc; default 0 = the machine's own disk)
+  --storage-kb-s N    with the same shim: an fsync also waits for the bytes written to that file
+                      since its last sync at N KB/s (an SD card's write bandwidth, e.g. 10000)
   --no-save           do not write bench/results/*.json
   -h, --help          this text
 
@@ -115,6 +117,17 @@ interface Options {
   uplinkBacklog: number;
   /** Added to every fsync of the brokers under test (0: none). */
   fsyncDelayUs: number;
+  /** Write bandwidth an fsync of the brokers under test waits for, KB/s (0: none). */
+  storageKbS: number;
+}
+
+/** What --fsync-delay-us and --storage-kb-s do to the brokers under test, or null when neither is set. */
+function slowStorageText(opts: Options): string | null {
+  const parts = [
+    ...(opts.fsyncDelayUs > 0 ? [`every fsync takes ${opts.fsyncDelayUs} µs longer (--fsync-delay-us)`] : []),
+    ...(opts.storageKbS > 0 ? [`and waits for the bytes written since the last one at ${opts.storageKbS} KB/s (--storage-kb-s)`] : []),
+  ];
+  return parts.length > 0 ? `${parts.join(', ')}, brokers under test only` : null;
 }
 
 function parseCli(argv: string[]): Options | null {
@@ -127,6 +140,7 @@ function parseCli(argv: string[]): Options | null {
       brokers: { type: 'string' },
       'uplink-backlog': { type: 'string' },
       'fsync-delay-us': { type: 'string' },
+      'storage-kb-s': { type: 'string' },
       'no-save': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -177,7 +191,9 @@ function parseCli(argv: string[]): Options | null {
   if (!Number.isInteger(uplinkBacklog) || uplinkBacklog < 10) throw new Error(`--uplink-backlog must be an integer >= 10, got ${backlogArg}`);
   const fsyncDelayUs = Number(values['fsync-delay-us'] ?? 0);
   if (!Number.isInteger(fsyncDelayUs) || fsyncDelayUs < 0) throw new Error(`--fsync-delay-us must be an integer >= 0, got ${values['fsync-delay-us']}`);
-  return { runs, quick, scenarios, sides, save: !(values['no-save'] ?? false), uplinkBacklog, fsyncDelayUs };
+  const storageKbS = Number(values['storage-kb-s'] ?? 0);
+  if (!Number.isInteger(storageKbS) || storageKbS < 0) throw new Error(`--storage-kb-s must be an integer >= 0, got ${values['storage-kb-s']}`);
+  return { runs, quick, scenarios, sides, save: !(values['no-save'] ?? false), uplinkBacklog, fsyncDelayUs, storageKbS };
 }
 
 function findRoot(): string {
@@ -872,7 +888,7 @@ async function main(): Promise<void> {
   const date = new Date();
   const root = findRoot();
   const mb = ensureMqttbench(root);
-  if (opts.fsyncDelayUs > 0) setSlowFsync(ensureSlowFsync(root).binary, opts.fsyncDelayUs);
+  if (opts.fsyncDelayUs > 0 || opts.storageKbS > 0) setSlowFsync(ensureSlowFsync(root).binary, opts.fsyncDelayUs, opts.storageKbS);
   if (opts.sides.some((s) => s.kind === 'convoy') && !existsSync(convoyMain(root))) {
     throw new Error(`${convoyMain(root)} is missing: run \`npx tsc -p .\` first (npm run bench does)`);
   }
@@ -886,7 +902,8 @@ async function main(): Promise<void> {
       `${opts.quick ? 'quick, ' : ''}scenarios: ${opts.scenarios.map((s) => s.name).join(', ')}`,
   );
   log(`mqttbench: ${mb.binary}${mb.rebuilt ? ' (rebuilt)' : ''}`);
-  if (opts.fsyncDelayUs > 0) log(`slow storage: every fsync of the brokers under test takes ${opts.fsyncDelayUs} µs longer`);
+  const slowStorage = slowStorageText(opts);
+  if (slowStorage !== null) log(`slow storage: ${slowStorage}`);
 
   const all: RunRecord[] = [];
   const results: MetricResult[] = [];
@@ -925,7 +942,7 @@ async function main(): Promise<void> {
       ? [`convoy started as: node ${[...convoyNodeFlags(), path.relative(root, convoyMain(root))].join(' ')} run --config FILE`]
       : []),
     `node ${String(machine.node)}, mosquitto ${String(machine.mosquitto)}, convoy ${String(machine.convoy_version)} (${String(machine.convoy_commit)})`,
-    ...(opts.fsyncDelayUs > 0 ? [`slow storage: +${opts.fsyncDelayUs} µs per fsync of the brokers under test (--fsync-delay-us)`] : []),
+    ...(slowStorageText(opts) !== null ? [`slow storage: ${slowStorageText(opts)}`] : []),
     `medians of ${opts.runs} interleaved run(s) per broker; ratio = ${sa.label}/${sb.label} ` +
       `(for "higher is better" > 1 means ${sa.label} is better, for "lower is better" < 1 means ${sa.label} is better)`,
     '',
@@ -976,6 +993,7 @@ async function main(): Promise<void> {
       quick: opts.quick,
       runs_per_broker: opts.runs,
       fsync_delay_us: opts.fsyncDelayUs,
+      storage_kb_s: opts.storageKbS,
       elapsed_s: Math.round(elapsed),
       sides: sides.map((s) => ({ label: s.label, kind: s.kind })),
       machine,
