@@ -621,7 +621,9 @@ export class Broker {
       for (const d of s.deliveries) {
         const msg = messageOf(d.messageId);
         if (!msg) continue;
-        session.restoreDelivery({ msg, qos: d.qos, retain: d.retain, subIds: d.subIds, shareKey: d.shareKey, seq: d.seq }, d.state, d.packetId);
+        const delivery: Delivery = { msg, qos: d.qos, retain: d.retain, subIds: d.subIds, shareKey: d.shareKey, seq: d.seq };
+        if (state.unclean && d.state === 'queued') delivery.maybeSent = true;
+        session.restoreDelivery(delivery, d.state, d.packetId);
       }
       for (const id of s.incomingQos2) session.incomingQos2.add(id);
       // The store keeps no user name: an ACL cannot judge these wills (see publishDelayedWill).

@@ -29,6 +29,11 @@ export interface Delivery {
   shareKey: string | undefined;
   /** Order within the session in the durable store; 0 while not stored. */
   seq: number;
+  /**
+   * Restored after a crash as not sent yet, but the crashed process may have sent it: its first
+   * send carries DUP (see StoredState.unclean).
+   */
+  maybeSent?: boolean;
 }
 
 export interface Inflight extends Delivery {
@@ -123,7 +128,7 @@ export class Session {
 
   private sendNew(d: Delivery, link: SessionLink): void {
     const id = this.allocatePacketId();
-    if (link.sendPublish(d.msg, d.qos, d.retain, false, id, d.subIds)) {
+    if (link.sendPublish(d.msg, d.qos, d.retain, d.maybeSent === true, id, d.subIds)) {
       const f: Inflight = { msg: d.msg, qos: d.qos, retain: d.retain, subIds: d.subIds, shareKey: d.shareKey, seq: d.seq, state: 'publish' };
       this.inflight.set(id, f);
       if (this.journal) {

@@ -45,6 +45,12 @@ export interface OpenDatabaseOptions {
 
 export interface OpenDatabaseResult {
   db: SqliteDatabase;
+  /**
+   * The write-ahead log was there before the database was opened: the previous process did not
+   * close it (closing the last connection checkpoints and deletes the WAL), so it crashed or lost
+   * power. False for a new database.
+   */
+  unclean: boolean;
   /** Set when the file was corrupt: where it was moved and why. The broker should raise an alarm. */
   recovered?: { movedTo: string; reason: string };
 }
@@ -116,15 +122,16 @@ function isCorruption(err: unknown): boolean {
  */
 export function openDatabase(file: string, opts: OpenDatabaseOptions): OpenDatabaseResult {
   fs.mkdirSync(nodePath.dirname(nodePath.resolve(file)), { recursive: true });
+  const unclean = fs.existsSync(`${file}-wal`);
   try {
-    return { db: openChecked(file, opts, true) };
+    return { db: openChecked(file, opts, true), unclean };
   } catch (err) {
     if (!(err instanceof MovedAsideError)) throw err;
     const { movedTo, reason } = err;
     opts.log.error({ file, movedTo, reason }, 'store database is corrupt: moved aside, starting with an empty store');
     // Exactly one more attempt, on a fresh file: if that fails too, the error goes to the caller.
     const db = openChecked(file, opts, false);
-    return { db, recovered: { movedTo, reason } };
+    return { db, unclean, recovered: { movedTo, reason } };
   }
 }
 

@@ -84,6 +84,7 @@ export class MemoryStateStore implements StateStore {
       messages,
       retained: [...this.retained.values()].map(copyMessage),
       lastMessageId: this.lastMessageId,
+      unclean: false,
     };
   }
 

@@ -184,6 +184,8 @@ export class SqliteStateStore implements StateStore {
   readonly db: SqliteDatabase;
   /** Set when the database file was corrupt at open and was replaced by a fresh one. */
   readonly recovered?: { movedTo: string; reason: string };
+  /** The previous process did not close the database (see StoredState.unclean). */
+  readonly unclean: boolean;
 
   private readonly log: StoreLog;
   private readonly commitWindowMs: number;
@@ -231,6 +233,7 @@ export class SqliteStateStore implements StateStore {
     });
     this.db = opened.db;
     if (opened.recovered !== undefined) this.recovered = opened.recovered;
+    this.unclean = opened.unclean;
 
     const db = this.db;
     try {
@@ -472,7 +475,7 @@ export class SqliteStateStore implements StateStore {
 
     let lastMessageId = this.db.prepare('SELECT coalesce(max(id), 0) FROM messages').pluck().get() as number;
     for (const id of messages.keys()) if (id > lastMessageId) lastMessageId = id;
-    return { sessions: [...sessions.values()], messages, retained, lastMessageId };
+    return { sessions: [...sessions.values()], messages, retained, lastMessageId, unclean: this.unclean };
   }
 
   // ---- changes: each appends one batch entry ----

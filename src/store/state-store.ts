@@ -67,6 +67,12 @@ export interface StoredState {
    * out but never written, because its deliveries were acknowledged first, may be given out again.)
    */
   lastMessageId: number;
+  /**
+   * The previous process did not close the store (a crash or a power cut). Then a delivery stored
+   * as 'queued' may have been sent before its new state was committed: the broker sends it with
+   * DUP set ("might be a re-delivery", MQTT 5 §3.3.1.1).
+   */
+  unclean: boolean;
 }
 
 /** Why the store cannot take more writes right now (the broker refuses new durable publishes). */

@@ -7,10 +7,10 @@
 //   to the broker) reaches every subscriber session that matched it: no loss.
 // - It arrives at the lower of the published and the granted QoS [MQTT-3.8.4-8].
 // - QoS 2 deliveries arrive exactly once.
-// - QoS 1 deliveries may arrive more than once (at least once). Within one broker incarnation a
-//   second copy is a redelivery and must carry DUP [MQTT-3.3.1-1]; across a restart the broker may
-//   legitimately resend a message whose PUBACK it had received but whose deletion had not yet
-//   committed, and it cannot know it had sent it, so DUP may be 0 there: allowed, but flagged.
+// - QoS 1 deliveries may arrive more than once (at least once), and every copy after the first
+//   carries DUP [MQTT-3.3.1-1]: within one broker incarnation because it is a redelivery, and
+//   across a crash because the restarted broker sends what the crashed one may have sent with DUP
+//   (StoredState.unclean: "might be a re-delivery", MQTT 5 §3.3.1.1).
 // - Messages that were published but never acknowledged may or may not arrive (the broker may
 //   have committed them before it died): counted, never a failure.
 // - A message that nobody published is a failure (a corrupt or invented delivery).
@@ -64,7 +64,7 @@ export interface CrashReport {
   qos1Duplicates: DuplicateEntry[];
   /** Extra QoS 1 copies in total (copies beyond the first). */
   qos1ExtraCopies: number;
-  /** QoS 1 extra copies that arrived from a later incarnation without DUP (allowed, flagged). */
+  /** QoS 1 extra copies that arrived from a later incarnation without DUP (a violation too). */
   qos1RedeliveredAfterRestartWithoutDup: number;
   /** QoS 1 extra copies from the same incarnation without DUP (violation of [MQTT-3.3.1-1]). */
   qos1RedeliveredWithoutDupSameIncarnation: DuplicateEntry[];
@@ -152,6 +152,7 @@ export function checkDeliveries(acked: readonly AckedMessage[], received: readon
   if (sameIncarnationNoDup.length > 0) {
     problems.push(`${sameIncarnationNoDup.length} QoS 1 message(s) resent by the same broker process without DUP: ${sample(sameIncarnationNoDup, (d) => d.key)}`);
   }
+  if (afterRestartNoDup > 0) problems.push(`${afterRestartNoDup} QoS 1 cop(ies) resent after a restart without DUP`);
   if (wrongQos.length > 0) {
     problems.push(`${wrongQos.length} message(s) delivered at the wrong QoS: ${sample(wrongQos, (w) => `${w.key} expected ${w.expected} got ${w.got}`)}`);
   }

@@ -1,7 +1,7 @@
 // Durable state across restarts of the gateway on one data directory (real SQLite file).
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
@@ -40,8 +40,12 @@ describe('durable state (SQLite) across restarts', () => {
     g = await restart();
     const { c, connack } = await connectRaw(g.port, pool, { clientId: 'durable-sub', clean: false });
     expect(connack.sessionPresent, 'session present after restart [MQTT-3.2.2-2]').to.equal(true);
-    expect(summary(await receive(c))).to.deep.equal({ topic: 'orders/1', payload: 'first', qos: 1, retain: false });
-    expect(summary(await receive(c))).to.deep.equal({ topic: 'orders/2', payload: 'second', qos: 2, retain: false });
+    const first = await receive(c);
+    const second = await receive(c);
+    expect(summary(first)).to.deep.equal({ topic: 'orders/1', payload: 'first', qos: 1, retain: false });
+    expect(summary(second)).to.deep.equal({ topic: 'orders/2', payload: 'second', qos: 2, retain: false });
+    // A clean stop: nothing queued can have been sent by the previous process.
+    expect([first.dup, second.dup], 'DUP after a clean restart').to.deep.equal([false, false]);
     // The subscription itself survived: a new message is routed without subscribing again.
     const pub2 = await pool.connect(g.port, { clientId: 'durable-pub2' });
     await publish(pub2, 'orders/3', 'third', 1, { messageId: 7 });
@@ -61,6 +65,33 @@ describe('durable state (SQLite) across restarts', () => {
     const { c } = await connectRaw(g.port, pool, { clientId: 'inflight-sub', clean: false });
     const again = await c.nextOf('publish');
     expect([again.topic, String(again.payload), again.dup, again.messageId]).to.deep.equal(['x/1', 'unacked', true, first.messageId]);
+  });
+
+  it('after a crash, sends what was queued with DUP: the crashed process may have sent it [MQTT 5 §3.3.1.1]', async () => {
+    const g = await start();
+    const { c: sub } = await connectRaw(g.port, pool, { clientId: 'crash-sub', clean: false });
+    await subscribe(sub, [{ topic: 'q/#', qos: 1 }]);
+    await disconnect(sub);
+    const pub = await pool.connect(g.port, { clientId: 'crash-pub' });
+    await publish(pub, 'q/1', 'queued', 1, { messageId: 4 });
+    // The files as a power cut leaves them: the database and its WAL, copied while the gateway runs
+    // (the PUBACK above means the message is in them).
+    const crashed = mkdtempSync(join(tmpdir(), 'convoy-durable-crash-'));
+    try {
+      for (const f of readdirSync(dataDir)) if (f === 'convoy.db' || f === 'convoy.db-wal') copyFileSync(join(dataDir, f), join(crashed, f));
+      await pool.closeAll();
+      await g.stop();
+      gw = await startTestGateway({ store: { enabled: true } }, { dataDir: crashed });
+      const { c } = await connectRaw(gw.port, pool, { clientId: 'crash-sub', clean: false });
+      const p = await receive(c);
+      expect(summary(p)).to.deep.equal({ topic: 'q/1', payload: 'queued', qos: 1, retain: false });
+      expect(p.dup, 'DUP on the first send after a crash').to.equal(true);
+      await pool.closeAll();
+      await gw.stop();
+      gw = undefined;
+    } finally {
+      rmSync(crashed, { recursive: true, force: true });
+    }
   });
 
   it('keeps retained messages, and their deletion', async () => {

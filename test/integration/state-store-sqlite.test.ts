@@ -418,6 +418,18 @@ describe('SqliteStateStore on disk', () => {
       expect(state.messages.size).to.equal(500);
       expect(state.retained).to.have.length(1);
       expect(state.lastMessageId).to.equal(500);
+      expect(state.unclean, 'a crash is told from the WAL left behind').to.equal(true);
+    });
+
+    it('tells a clean close from a crash: close() leaves no WAL', async () => {
+      const first = newStore();
+      expect(first.load().unclean, 'a new database').to.equal(false);
+      first.putSession('k', 60, 0);
+      await first.commit();
+      first.close();
+      expect(fs.existsSync(`${file}-wal`)).to.equal(false);
+      const again = newStore();
+      expect(again.load().unclean).to.equal(false);
     });
   });
 
