@@ -34,6 +34,8 @@ export interface AcceptedMessage {
   gateway?: string;
   /** The outbox dropped it on purpose (and counted it): not lost; its seq may be missing at HQ. */
   dropped?: 'evicted' | 'expired';
+  /** performance.now() when it was accepted (for orderWithNewestFirst in uplink-scene.ts). */
+  at?: number;
 }
 
 export interface ReceivedMessage {
@@ -41,6 +43,8 @@ export interface ReceivedMessage {
   payload: Buffer | Uint8Array | string;
   /** MQTT 5 user properties as mqtt.js gives them (`packet.properties.userProperties`). */
   userProperties?: Readonly<Record<string, string | readonly string[]>>;
+  /** performance.now() when it arrived (for orderWithNewestFirst in uplink-scene.ts). */
+  at?: number;
 }
 
 export interface CheckOptions {
