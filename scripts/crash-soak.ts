@@ -15,11 +15,12 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import mqtt from 'mqtt';
 import { Proc } from '../test/helpers/processes.js';
 import { checkDeliveries, type AckedMessage, type CrashReport, type QoS, type ReceivedMessage } from '../test/chaos/crash-checker.js';
 import { prng } from '../test/helpers/prng.js';
+import { runAsScript } from './run-as-script.js';
 
 type MqttClient = ReturnType<typeof mqtt.connect>;
 type ClientOptions = NonNullable<Parameters<typeof mqtt.connect>[1]>;
@@ -523,9 +524,4 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main(process.argv.slice(2)).then((code) => process.exit(code), (err: unknown) => {
-    console.error(err);
-    process.exit(2);
-  });
-}
+runAsScript(import.meta.url, main);

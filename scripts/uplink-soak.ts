@@ -17,7 +17,7 @@
 // test/integration/uplink-scenarios.test.ts kills Convoy 5 times during a drain in CI; this is
 // the longer run.
 import { setTimeout as delay } from 'node:timers/promises';
-import { pathToFileURL } from 'node:url';
+import { runAsScript } from './run-as-script.js';
 import { prng } from '../test/helpers/prng.js';
 import type { AcceptedMessage } from '../test/helpers/uplink-checker.js';
 import {
@@ -234,9 +234,4 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main(process.argv.slice(2)).then((code) => process.exit(code), (err: unknown) => {
-    console.error(err);
-    process.exit(2);
-  });
-}
+runAsScript(import.meta.url, main);
