@@ -412,7 +412,9 @@ describe('SqliteStateStore on disk', () => {
       expect(signal).to.equal('SIGKILL');
       expect(out).to.equal('committed\n');
       expect(fs.existsSync(`${file}-wal`), 'the WAL was not checkpointed away').to.equal(true);
-      const store = newStore();
+      const log = captureLog();
+      const store = newStore(log);
+      expect(log.entries.map((e) => e.msg)).to.include('store: the previous run ended without closing the database (a crash or a power cut)');
       const state = store.load();
       expect(state.sessions[0]?.deliveries).to.have.length(500);
       expect(state.messages.size).to.equal(500);
@@ -428,8 +430,10 @@ describe('SqliteStateStore on disk', () => {
       await first.commit();
       first.close();
       expect(fs.existsSync(`${file}-wal`)).to.equal(false);
-      const again = newStore();
+      const log = captureLog();
+      const again = newStore(log);
       expect(again.load().unclean).to.equal(false);
+      expect(log.entries.map((e) => e.msg).filter((m) => m?.includes('previous run'))).to.deep.equal([]);
     });
   });
 
