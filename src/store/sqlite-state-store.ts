@@ -387,58 +387,40 @@ export class SqliteStateStore implements StateStore {
       sessions.get(row.client_id)?.subscriptions.push(sub);
     }
 
+    // Deliveries and messages are most of a large store: read as raw rows (arrays), about twice
+    // as fast as objects in better-sqlite3, so a gateway with a big queue is back sooner.
     const referenced = new Set<number>();
     const inline = new Map<number, StoredMessage>();
-    for (const row of this.db
-      .prepare('SELECT * FROM deliveries ORDER BY client_id, seq')
-      .iterate() as IterableIterator<{
-      client_id: string;
-      seq: number;
-      message_id: number;
-      qos: number;
-      retain: number;
-      sub_ids: string | null;
-      share_key: string | null;
-      state: number;
-      packet_id: number;
-      m_topic: string | null;
-      m_payload: Buffer | null;
-      m_qos: number;
-      m_retain: number;
-      m_properties: string | null;
-      m_sender: string;
-      m_received_at: number;
-      m_expires_at: number;
-    }>) {
-      const session = sessions.get(row.client_id);
-      if (session === undefined) continue;
-      if (row.m_payload !== null && row.m_topic !== null) {
-        inline.set(
-          row.message_id,
-          messageFromRow({
-            topic: row.m_topic,
-            payload: row.m_payload,
-            qos: row.m_qos,
-            retain: row.m_retain,
-            properties: row.m_properties,
-            sender: row.m_sender,
-            received_at: row.m_received_at,
-            expires_at: row.m_expires_at,
-          }),
-        );
+    let perClient: StoredSession | undefined;
+    for (const r of this.db
+      .prepare(
+        'SELECT client_id, seq, message_id, qos, retain, sub_ids, share_key, state, packet_id, ' +
+          'm_topic, m_payload, m_qos, m_retain, m_properties, m_sender, m_received_at, m_expires_at ' +
+          'FROM deliveries ORDER BY client_id, seq',
+      )
+      .raw()
+      .iterate() as IterableIterator<DeliveryRow>) {
+      const clientId = r[0];
+      if (perClient?.clientId !== clientId) perClient = sessions.get(clientId);
+      if (perClient === undefined) continue;
+      const messageId = r[2];
+      const mPayload = r[10];
+      if (mPayload !== null && r[9] !== null) {
+        inline.set(messageId, storedMessage(r[9], mPayload, r[11], r[12], r[13], r[14], r[15], r[16]));
       }
       const d: StoredDelivery = {
-        seq: row.seq,
-        messageId: row.message_id,
-        qos: row.qos as QoS,
-        retain: row.retain !== 0,
-        state: DELIVERY_STATES[row.state] ?? 'queued',
-        packetId: row.packet_id,
+        seq: r[1],
+        messageId,
+        qos: r[3] as QoS,
+        retain: r[4] !== 0,
+        state: DELIVERY_STATES[r[7]] ?? 'queued',
+        packetId: r[8],
       };
-      if (row.sub_ids !== null) d.subIds = row.sub_ids === '' ? [] : row.sub_ids.split(',').map(Number);
-      if (row.share_key !== null) d.shareKey = row.share_key;
-      session.deliveries.push(d);
-      referenced.add(row.message_id);
+      const subIds = r[5];
+      if (subIds !== null) d.subIds = subIds === '' ? [] : subIds.split(',').map(Number);
+      if (r[6] !== null) d.shareKey = r[6];
+      perClient.deliveries.push(d);
+      referenced.add(messageId);
     }
 
     for (const row of this.db
@@ -464,10 +446,11 @@ export class SqliteStateStore implements StateStore {
     }
 
     const messages = new Map<number, StoredMessage>();
-    for (const row of this.db.prepare('SELECT * FROM messages ORDER BY id').iterate() as IterableIterator<
-      MessageRow & { id: number }
-    >) {
-      if (referenced.has(row.id)) messages.set(row.id, messageFromRow(row));
+    for (const r of this.db
+      .prepare('SELECT id, topic, payload, qos, retain, properties, sender, received_at, expires_at FROM messages ORDER BY id')
+      .raw()
+      .iterate() as IterableIterator<[number, string, Buffer, number, number, string | null, string, number, number]>) {
+      if (referenced.has(r[0])) messages.set(r[0], storedMessage(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]));
     }
     for (const [id, m] of inline) if (!messages.has(id)) messages.set(id, m);
 
@@ -968,16 +951,22 @@ export function decodeProperties(json: string): Properties {
   return decodePropertiesJson<Properties>(json);
 }
 
-function messageFromRow(row: MessageRow): StoredMessage {
-  const msg: StoredMessage = {
-    topic: row.topic,
-    payload: row.payload,
-    qos: row.qos as QoS,
-    retain: row.retain !== 0,
-    senderId: row.sender,
-    receivedAt: row.received_at,
-    expiresAt: row.expires_at,
-  };
-  if (row.properties !== null) msg.properties = decodeProperties(row.properties);
+/** A row of deliveries as load() reads it (raw): the delivery, then its inline message (m_*) or NULLs. */
+type DeliveryRow = [
+  clientId: string, seq: number, messageId: number, qos: number, retain: number, subIds: string | null,
+  shareKey: string | null, state: number, packetId: number,
+  mTopic: string | null, mPayload: Buffer | null, mQos: number, mRetain: number, mProperties: string | null,
+  mSender: string, mReceivedAt: number, mExpiresAt: number,
+];
+
+function storedMessage(
+  topic: string, payload: Buffer, qos: number, retain: number, properties: string | null, sender: string, receivedAt: number, expiresAt: number,
+): StoredMessage {
+  const msg: StoredMessage = { topic, payload, qos: qos as QoS, retain: retain !== 0, senderId: sender, receivedAt, expiresAt };
+  if (properties !== null) msg.properties = decodeProperties(properties);
   return msg;
+}
+
+function messageFromRow(row: MessageRow): StoredMessage {
+  return storedMessage(row.topic, row.payload, row.qos, row.retain, row.properties, row.sender, row.received_at, row.expires_at);
 }
