@@ -53,6 +53,7 @@ import {
   type StoredState,
   type StoredSubscription,
 } from './state-store.js';
+import { SeqIndex } from './seq-index.js';
 import { seqRuns } from './seq-runs.js';
 import { StoreWriter, WriteBatch, type WriteFailure } from './writer.js';
 
@@ -194,7 +195,7 @@ export class SqliteStateStore implements StateStore {
   /** Index in `batch` of the latest pending putDelivery per client and seq (for coalescing). */
   private pendingDeliveries = new Map<string, Map<number, number>>();
   /** Deliveries handed to the writer (or found on disk at open): client → seq → message id. */
-  private readonly diskDeliveries = new Map<string, Map<number, number>>();
+  private readonly diskDeliveries = new Map<string, SeqIndex>();
   /** How many of those reference each message. */
   private readonly diskRefs = new Map<number, number>();
   /** Highest message id handed to the writer (or on disk at open). */
@@ -700,7 +701,7 @@ export class SqliteStateStore implements StateStore {
         case Op.DeleteSession:
           // Its waiting delivery deletes are covered by the session's delete below.
           deletes.delete(e.clientId);
-          for (const seq of [...(this.diskDeliveries.get(e.clientId)?.keys() ?? [])]) this.diskDelete(e.clientId, seq, gc);
+          for (const seq of this.diskDeliveries.get(e.clientId)?.keys() ?? []) this.diskDelete(e.clientId, seq, gc);
           out.run(s.deleteSessionDeliveries, e.clientId);
           out.run(s.deleteSessionSubscriptions, e.clientId);
           out.run(s.deleteSessionQos2, e.clientId);
@@ -860,21 +861,19 @@ export class SqliteStateStore implements StateStore {
   private diskPut(clientId: string, seq: number, messageId: number, gc?: Set<number>): void {
     let perClient = this.diskDeliveries.get(clientId);
     if (perClient === undefined) {
-      perClient = new Map();
+      perClient = new SeqIndex();
       this.diskDeliveries.set(clientId, perClient);
     }
-    const before = perClient.get(seq);
+    const before = perClient.set(seq, messageId);
     if (before === messageId) return;
     if (before !== undefined) this.unref(before, gc);
-    perClient.set(seq, messageId);
     this.diskRefs.set(messageId, (this.diskRefs.get(messageId) ?? 0) + 1);
   }
 
   private diskDelete(clientId: string, seq: number, gc: Set<number>): void {
     const perClient = this.diskDeliveries.get(clientId);
-    const messageId = perClient?.get(seq);
+    const messageId = perClient?.delete(seq);
     if (perClient === undefined || messageId === undefined) return;
-    perClient.delete(seq);
     if (perClient.size === 0) this.diskDeliveries.delete(clientId);
     this.unref(messageId, gc);
   }
