@@ -204,6 +204,8 @@ export class SqliteStateStore implements StateStore {
   private readonly gcWaiting = new Set<number>();
   /** Messages stored only inline, in the row of this delivery (client id, seq). */
   private readonly inlineOwner = new Map<number, { clientId: string; seq: number }>();
+  /** diskDeliveries, diskRefs and inlineOwner hold what is on disk (see ensureMirror). */
+  private mirrorReady = false;
 
   /** commit() calls waiting for the batch being formed. */
   private waiting: Deferred | null = null;
@@ -248,16 +250,8 @@ export class SqliteStateStore implements StateStore {
         .run(maxMessageId).changes;
       if (swept > 0) this.log.info({ messages: swept }, 'store removed unreferenced messages');
       this.maxDiskMessageId = maxMessageId;
-      for (const r of db
-        .prepare(
-          'SELECT client_id, seq, message_id, m_payload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM messages WHERE id = message_id) ' +
-            'FROM deliveries',
-        )
-        .raw()
-        .iterate() as IterableIterator<[string, number, number, number]>) {
-        this.diskPut(r[0], r[1], r[2]);
-        if (r[3] === 1) this.inlineOwner.set(r[2], { clientId: r[0], seq: r[1] });
-      }
+      // The mirror of the deliveries on disk is built by load(), which reads them anyway (one scan
+      // of a large store at start instead of two), or by ensureMirror() if a change comes first.
     } catch (err) {
       db.close();
       throw err;
@@ -351,6 +345,22 @@ export class SqliteStateStore implements StateStore {
     return this.currentFault;
   }
 
+  /** Builds the mirror of the deliveries on disk, unless load() already has. */
+  private ensureMirror(): void {
+    if (this.mirrorReady) return;
+    this.mirrorReady = true;
+    for (const r of this.db
+      .prepare(
+        'SELECT client_id, seq, message_id, m_payload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM messages WHERE id = message_id) ' +
+          'FROM deliveries',
+      )
+      .raw()
+      .iterate() as IterableIterator<[string, number, number, number]>) {
+      this.diskPut(r[0], r[1], r[2]);
+      if (r[3] === 1) this.inlineOwner.set(r[2], { clientId: r[0], seq: r[1] });
+    }
+  }
+
   load(): StoredState {
     const sessions = new Map<string, StoredSession>();
     for (const row of this.db
@@ -393,6 +403,11 @@ export class SqliteStateStore implements StateStore {
     const referenced = new Set<number>();
     const inline = new Map<number, StoredMessage>();
     let perClient: StoredSession | undefined;
+    // The mirror comes along (ensureMirror's job otherwise): a delivery row carrying its message
+    // owns it when the messages table has no row of that id.
+    const mirror = !this.mirrorReady;
+    this.mirrorReady = true;
+    const inlineCandidates = new Map<number, { clientId: string; seq: number }>();
     for (const r of this.db
       .prepare(
         'SELECT client_id, seq, message_id, qos, retain, sub_ids, share_key, state, packet_id, ' +
@@ -402,10 +417,14 @@ export class SqliteStateStore implements StateStore {
       .raw()
       .iterate() as IterableIterator<DeliveryRow>) {
       const clientId = r[0];
-      if (perClient?.clientId !== clientId) perClient = sessions.get(clientId);
-      if (perClient === undefined) continue;
       const messageId = r[2];
       const mPayload = r[10];
+      if (mirror) {
+        this.diskPut(clientId, r[1], messageId);
+        if (mPayload !== null) inlineCandidates.set(messageId, { clientId, seq: r[1] });
+      }
+      if (perClient?.clientId !== clientId) perClient = sessions.get(clientId);
+      if (perClient === undefined) continue;
       if (mPayload !== null && r[9] !== null) {
         inline.set(messageId, storedMessage(r[9], mPayload, r[11], r[12], r[13], r[14], r[15], r[16]));
       }
@@ -451,8 +470,10 @@ export class SqliteStateStore implements StateStore {
       .prepare('SELECT id, topic, payload, qos, retain, properties, sender, received_at, expires_at FROM messages ORDER BY id')
       .raw()
       .iterate() as IterableIterator<[number, string, Buffer, number, number, string | null, string, number, number]>) {
+      inlineCandidates.delete(r[0]);
       if (referenced.has(r[0])) messages.set(r[0], storedMessage(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]));
     }
+    for (const [id, owner] of inlineCandidates) this.inlineOwner.set(id, owner);
     for (const [id, m] of inline) if (!messages.has(id)) messages.set(id, m);
 
     const retained: StoredMessage[] = [];
@@ -516,6 +537,7 @@ export class SqliteStateStore implements StateStore {
   }
 
   deleteDelivery(clientId: string, seq: number): void {
+    this.ensureMirror();
     const perClient = this.pendingDeliveries.get(clientId);
     const earlier = perClient?.get(seq);
     if (earlier !== undefined) {
@@ -669,6 +691,7 @@ export class SqliteStateStore implements StateStore {
 
   /** Turns the batch's entries into statements (see the header comment for what is left out). */
   private sealEntries(out: WriteBatch): void {
+    this.ensureMirror();
     const entries = this.batch;
     const s = this.s;
     /** Messages that may have lost their last delivery on disk. */

@@ -544,6 +544,40 @@ describe('SqliteStateStore on disk', () => {
     });
   });
 
+  describe('the mirror of stored deliveries after a reopen', () => {
+    // The store counts which deliveries on disk reference each message. After a reopen that
+    // count is rebuilt by load() (one scan at start) or, if a change comes first, on demand.
+    for (const loadFirst of [true, false]) {
+      it(`a message stored inline moves to its own row when a second delivery references it (${loadFirst ? 'load() first' : 'a change first'})`, async () => {
+        const first = newStore();
+        first.putSession('c1', 60, 1);
+        first.putSession('c2', 60, 1);
+        first.putMessage(1, message('m/1'));
+        first.putDelivery('c1', delivery(1, 1));
+        first.putMessage(2, message('m/2')); // the highest id keeps a messages row; 1 stays inline
+        first.putDelivery('c1', delivery(2, 2));
+        await first.commit();
+        first.close();
+
+        const second = newStore();
+        if (loadFirst) expect(second.load().sessions.find((x) => x.clientId === 'c1')?.deliveries).to.have.length(2);
+        second.putDelivery('c2', delivery(1, 1));
+        await second.commit();
+        // c1's copy goes; the message must stay for c2.
+        second.deleteDelivery('c1', 1);
+        await second.commit();
+        second.close();
+
+        const third = newStore();
+        const state = third.load();
+        expect(state.sessions.find((x) => x.clientId === 'c2')?.deliveries.map((d) => d.messageId)).to.deep.equal([1]);
+        expect(state.sessions.find((x) => x.clientId === 'c1')?.deliveries.map((d) => d.messageId)).to.deep.equal([2]);
+        expect(state.messages.get(1)?.topic).to.equal('m/1');
+        third.close();
+      });
+    }
+  });
+
   describe('agrees with the memory store', () => {
     type Step =
       | { k: 'session'; c: number; expiry: number }
