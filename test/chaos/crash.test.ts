@@ -3,8 +3,8 @@
 // random moment, round after round, sometimes while the persistent subscribers are consuming.
 // Then it starts once more and the checker (crash-checker.ts) proves that every acknowledged
 // message reaches both persistent sessions (QoS 1 session over 3.1.1, QoS 2 session over 5), that
-// QoS 2 arrives exactly once, that the subscriptions survived (nothing subscribes again) and that
-// retained messages survived. The harness is scripts/crash-soak.ts, which also runs longer:
+// QoS 2 arrives exactly once, that every QoS 1 copy after the first carries DUP, that the
+// subscriptions survived (nothing subscribes again) and that retained messages survived. The harness is scripts/crash-soak.ts, which also runs longer:
 //   node dist/scripts/crash-soak.js --rounds 200
 //
 // CRASH_ROUNDS and CRASH_SEED override the round count and the seed (printed on every run, so a
@@ -45,6 +45,8 @@ describe('crash: SIGKILL under QoS 1/2 load, restart on the same SQLite store', 
       expect(s.sessionPresentAtEnd, `${s.clientId}: session present at the final start`).to.equal(true);
       expect(s.report.lost.map((l) => `${l.key} (QoS ${l.qos}, round ${l.round})`), `${s.clientId}: acknowledged but lost`).to.deep.equal([]);
       expect(s.report.qos2Duplicates.map((d) => `${d.key} ${JSON.stringify(d.arrivals)}`), `${s.clientId}: QoS 2 delivered more than once`).to.deep.equal([]);
+      // Every QoS 1 copy after the first carries DUP, also when a restarted broker sent it.
+      expect(s.report.qos1RedeliveredAfterRestartWithoutDup, `${s.clientId}: QoS 1 copies resent after a restart without DUP`).to.equal(0);
     }
     expect(result.retained.firstDelivered, 'retained message from round 1').to.equal('set in round 1');
     expect(result.problems, `seed ${result.seed}`).to.deep.equal([]);
