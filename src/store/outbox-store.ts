@@ -568,7 +568,9 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       for (const seg of touched) {
         seg.touched = false;
         if (seg.live > 0) {
-          batch.run(s.putGone, seg.id, Buffer.from(seg.gone!));
+          // A copy with an ArrayBuffer of its own (Buffer.from would take a slice of the 8 KB
+          // pool, all of which the hand-over to the writer thread copies), as in encodeSegment.
+          batch.run(s.putGone, seg.id, seg.gone!.slice());
           seg.goneStored = true;
           continue;
         }
