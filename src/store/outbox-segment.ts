@@ -17,9 +17,6 @@ import type { OutboxClass } from '../bridge/types.js';
 import type { OutboxRow } from './outbox-store.js';
 import { decodeProperties, encodeProperties } from './sqlite-state-store.js';
 
-/** A record as the outbox keeps it: OutboxRecord plus the bytes it counts for in the budget. */
-export type SegmentRecord = OutboxRow;
-
 export const RECORD_HEADER_BYTES = 35;
 
 /** What a segment row holds besides its records. */
@@ -34,7 +31,7 @@ export interface SegmentSummary {
 }
 
 /** Packs records (one class, seq order) into one buffer. */
-export function encodeSegment(records: readonly SegmentRecord[]): { data: Buffer; summary: SegmentSummary } {
+export function encodeSegment(records: readonly OutboxRow[]): { data: Buffer; summary: SegmentSummary } {
   const n = records.length;
   if (n === 0) throw new RangeError('a segment needs at least one record');
   const props: (string | null)[] = new Array<string | null>(n);
@@ -88,8 +85,8 @@ export function encodeSegment(records: readonly SegmentRecord[]): { data: Buffer
  * Unpacks a segment's records. Payloads are views into `data` (no copy). Throws on a record that
  * runs past the end (a damaged row).
  */
-export function decodeSegment(data: Buffer, cls: OutboxClass): SegmentRecord[] {
-  const out: SegmentRecord[] = [];
+export function decodeSegment(data: Buffer, cls: OutboxClass): OutboxRow[] {
+  const out: OutboxRow[] = [];
   let off = 0;
   const end = data.length;
   while (off < end) {
@@ -104,7 +101,7 @@ export function decodeSegment(data: Buffer, cls: OutboxClass): SegmentRecord[] {
     const d = c + pp;
     const e = d + pl;
     if (e > end) throw new RangeError(`outbox segment damaged: the record at byte ${off} runs past ${end}`);
-    const rec: SegmentRecord = {
+    const rec: OutboxRow = {
       seq: data.readUIntBE(off, 6),
       cls,
       localTopic: data.toString('utf8', a, b),
