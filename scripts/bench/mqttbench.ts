@@ -1,10 +1,12 @@
-// Building and running the shared C load generator (mqttbench.c).
+// Building and running the shared C load generator (mqttbench.c), and building the benchmark's
+// other C piece, the slow-storage shim (bench/slow-fsync.c).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { spawnWithFdLimit, stopProcess } from './proc.js';
 
-export interface MqttbenchBinary {
+/** A C source built with gcc into bench/.build/. */
+export interface BuiltBinary {
   source: string;
   binary: string;
   rebuilt: boolean;
@@ -42,7 +44,7 @@ function gccArgsFor(source: string, out: string, fallback: string): string[] {
 }
 
 /** Builds into bench/.build/ unless the binary is newer than the source. */
-export function ensureMqttbench(root: string): MqttbenchBinary {
+export function ensureMqttbench(root: string): BuiltBinary {
   const source = mqttbenchSource(root);
   if (!existsSync(source)) {
     throw new Error(`mqttbench source not found at ${source} (set CONVOY_MQTTBENCH_SRC)`);
@@ -55,12 +57,12 @@ export function ensureMqttbench(root: string): MqttbenchBinary {
  * and fdatasync take CONVOY_FSYNC_DELAY_US longer and wait for the bytes written since the last
  * sync at CONVOY_STORAGE_KB_PER_S (--fsync-delay-us, --storage-kb-s: storage as slow as an SD card).
  */
-export function ensureSlowFsync(root: string): MqttbenchBinary {
+export function ensureSlowFsync(root: string): BuiltBinary {
   return buildC(root, path.join(root, 'bench', 'slow-fsync.c'), 'slow-fsync.so', '-O2 -Wall -shared -fPIC -o slow-fsync.so slow-fsync.c -ldl');
 }
 
 /** Builds `source` with the gcc line of its header comment into bench/.build/`name`, unless up to date. */
-function buildC(root: string, source: string, name: string, fallbackLine: string): MqttbenchBinary {
+function buildC(root: string, source: string, name: string, fallbackLine: string): BuiltBinary {
   const dir = path.join(root, 'bench', '.build');
   mkdirSync(dir, { recursive: true });
   const ignore = path.join(dir, '.gitignore');
