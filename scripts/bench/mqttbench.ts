@@ -61,6 +61,14 @@ export function ensureSlowFsync(root: string): BuiltBinary {
   return buildC(root, path.join(root, 'bench', 'slow-fsync.c'), 'slow-fsync.so', '-O2 -Wall -shared -fPIC -o slow-fsync.so slow-fsync.c -ldl');
 }
 
+/**
+ * bench/persistent-sub.c built as bench/.build/persistent-sub: the persistent-session subscriber
+ * of durable-qos1 and the counting subscriber at HQ of uplink-drain.
+ */
+export function ensurePersistentSub(root: string): BuiltBinary {
+  return buildC(root, path.join(root, 'bench', 'persistent-sub.c'), 'persistent-sub', '-O2 -Wall -o persistent-sub persistent-sub.c');
+}
+
 /** Builds `source` with the gcc line of its header comment into bench/.build/`name`, unless up to date. */
 function buildC(root: string, source: string, name: string, fallbackLine: string): BuiltBinary {
   const dir = path.join(root, 'bench', '.build');

@@ -37,7 +37,7 @@ import {
   type BrokerSide,
   type ConfiguredBroker,
 } from './brokers.js';
-import { ensureMqttbench, ensureSlowFsync, lastJsonLine, mqttbenchVersion, num, runMqttbench, type BenchJson, type BenchRun } from './mqttbench.js';
+import { ensureMqttbench, ensurePersistentSub, ensureSlowFsync, lastJsonLine, mqttbenchVersion, num, runMqttbench, type BenchJson, type BenchRun } from './mqttbench.js';
 import {
   clockTicks,
   fsyncProbeUs,
@@ -69,8 +69,7 @@ import {
 } from './scenarios.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-/** The persistent-session subscriber of durable-qos1 and the MQTT.js driver of v5-qos1 (compiled). */
-const PERSISTENT_SUB = path.join(HERE, 'persistent-sub.js');
+/** The MQTT.js driver of v5-qos1 (compiled). */
 const MQTTJS_LOAD = path.join(HERE, 'mqttjs-load.js');
 /** mqttbench's default topic prefix: publisher i sends on bench/<i>. */
 const DURABLE_FILTER = 'bench/#';
@@ -250,7 +249,10 @@ function commonFlags(port: number, pid: number, label: string): string[] {
 interface Ctx {
   opts: Options;
   root: string;
+  /** mqttbench */
   binary: string;
+  /** bench/persistent-sub.c, built */
+  subBinary: string;
 }
 
 function newRecord(sc: Scenario, side: BrokerSide, run: number): RunRecord {
@@ -333,14 +335,14 @@ async function runPlain(sc: Scenario, broker: Broker, rec: RunRecord, { opts, bi
 
 /** Starts the persistent-session subscriber and waits until its subscription is acknowledged. */
 async function startPersistentSub(
+  subBinary: string,
   port: number,
   expected: number,
   timeoutS: number,
   clientId = DURABLE_CLIENT_ID,
   filter = DURABLE_FILTER,
 ): Promise<Spawned> {
-  const p = spawnWithFdLimit(process.execPath, [
-    PERSISTENT_SUB,
+  const p = spawnWithFdLimit(subBinary, [
     '--port', String(port),
     '--expected', String(expected),
     '--client-id', clientId,
@@ -385,13 +387,13 @@ function dirBytes(dir: string): number | null {
  * leaves with DISCONNECT once it has every message. write_bytes and CPU of the broker are read
  * from after the subscription to DURABLE_SETTLE_MS after the last delivery.
  */
-async function runDurable(sc: Scenario, broker: Broker, rec: RunRecord, { opts, binary }: Ctx): Promise<void> {
+async function runDurable(sc: Scenario, broker: Broker, rec: RunRecord, { opts, binary, subBinary }: Ctx): Promise<void> {
   const timeoutS = sc.timeoutS(opts.quick);
   const killAfterMs = (timeoutS + 60) * 1000;
   const expected = (warm: boolean): number => sc.expected?.(opts.quick, warm) ?? 0;
   const warm = sc.warmupFlags(opts.quick);
   if (warm) {
-    const sub = await startPersistentSub(broker.port, expected(true), timeoutS);
+    const sub = await startPersistentSub(subBinary, broker.port, expected(true), timeoutS);
     const w = await runMqttbench(
       binary,
       [...commonFlags(broker.port, broker.pid, `${sc.name}-warmup`), ...warm, '-t', String(timeoutS)],
@@ -401,7 +403,7 @@ async function runDurable(sc: Scenario, broker: Broker, rec: RunRecord, { opts, 
     rec.warmup = { exitCode: w.exitCode === 0 ? ws.exitCode : w.exitCode, throughput: num(ws.json, 'throughput') };
   }
   rec.fsyncP50Us = fsyncProbeUs(broker.dataDir);
-  const sub = await startPersistentSub(broker.port, expected(false), timeoutS);
+  const sub = await startPersistentSub(subBinary, broker.port, expected(false), timeoutS);
   const io0 = readWriteBytes(broker.pid);
   const ticks0 = readCpuTicks(broker.pid);
   const mainTicks0 = readMainThreadCpuTicks(broker.pid);
@@ -455,7 +457,7 @@ function uplinkWaitMs(n: number): number {
  *  4. HQ restarted (same port, the subscriber's session restored from HQ's mosquitto.db), the
  *     subscriber reconnects; drain time = HQ spawn -> last backlog message at the subscriber.
  */
-async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts, root, binary }: Ctx): Promise<RunRecord> {
+async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts, root, binary, subBinary }: Ctx): Promise<RunRecord> {
   const timeoutS = sc.timeoutS(opts.quick);
   const steadyN = sc.expected?.(opts.quick, false) ?? 0;
   const warmN = sc.expected?.(opts.quick, true) ?? 0;
@@ -507,7 +509,7 @@ async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts,
     };
     /** A pass with the link up: subscriber at HQ, mqttbench on the truck, wait for all at HQ. */
     const linkedPass = async (label: string, n: number): Promise<{ r: BenchRun; s: Awaited<ReturnType<typeof finishPersistentSub>> }> => {
-      const sub = await startPersistentSub(hqPort, n, Math.ceil(timeoutS + uplinkWaitMs(n) / 1000), UPLINK_SUB_ID, UPLINK_FILTER);
+      const sub = await startPersistentSub(subBinary, hqPort, n, Math.ceil(timeoutS + uplinkWaitMs(n) / 1000), UPLINK_SUB_ID, UPLINK_FILTER);
       const r = await bench(label, n, timeoutS);
       const s = await finishPersistentSub(sub, r.exitCode === 0 ? uplinkWaitMs(n) : 2000);
       return { r, s };
@@ -545,7 +547,7 @@ async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts,
     const mainTicks0 = readMainThreadCpuTicks(pid);
     const tHqUs = Number(process.hrtime.bigint() / 1000n);
     hq = await startHq();
-    const sub = await startPersistentSub(hqPort, backlog, Math.ceil(uplinkWaitMs(backlog) / 1000), UPLINK_SUB_ID, UPLINK_FILTER);
+    const sub = await startPersistentSub(subBinary, hqPort, backlog, Math.ceil(uplinkWaitMs(backlog) / 1000), UPLINK_SUB_ID, UPLINK_FILTER);
     const d = await finishPersistentSub(sub, uplinkWaitMs(backlog));
     await sleep(DURABLE_SETTLE_MS);
     rec.passes.drain = d.json;
@@ -848,7 +850,7 @@ function loadCommand(sc: Scenario, quick: boolean, uplinkBacklog: number): Recor
   if (sc.driver === 'uplink') {
     const steady = sc.expected?.(quick, false) ?? 0;
     const sub = (n: number): string =>
-      `node ${rel(PERSISTENT_SUB)} --port <hq port> --expected ${n} --client-id ${UPLINK_SUB_ID} --filter ${UPLINK_FILTER} --timeout <s>`;
+      `bench/.build/persistent-sub --port <hq port> --expected ${n} --client-id ${UPLINK_SUB_ID} --filter ${UPLINK_FILTER} --timeout <s>`;
     return {
       steady_messages: steady,
       backlog_messages: uplinkBacklog,
@@ -861,7 +863,7 @@ function loadCommand(sc: Scenario, quick: boolean, uplinkBacklog: number): Recor
   const out: Record<string, string> = { mqttbench_flags: mqttbench() };
   if (sc.driver === 'durable') {
     out.persistent_subscriber =
-      `node ${rel(PERSISTENT_SUB)} --port <port> --expected ${sc.expected?.(quick, false) ?? 0} ` +
+      `bench/.build/persistent-sub --port <port> --expected ${sc.expected?.(quick, false) ?? 0} ` +
       `--client-id ${DURABLE_CLIENT_ID} --filter ${DURABLE_FILTER} --timeout ${sc.timeoutS(quick) + 60}`;
   }
   return out;
@@ -888,6 +890,7 @@ async function main(): Promise<void> {
   const date = new Date();
   const root = findRoot();
   const mb = ensureMqttbench(root);
+  const sub = ensurePersistentSub(root);
   if (opts.fsyncDelayUs > 0 || opts.storageKbS > 0) setSlowFsync(ensureSlowFsync(root).binary, opts.fsyncDelayUs, opts.storageKbS);
   if (opts.sides.some((s) => s.kind === 'convoy') && !existsSync(convoyMain(root))) {
     throw new Error(`${convoyMain(root)} is missing: run \`npx tsc -p .\` first (npm run bench does)`);
@@ -913,7 +916,7 @@ async function main(): Promise<void> {
     const records: RunRecord[] = [];
     for (let run = 1; run <= opts.runs; run++) {
       for (const side of sides) {
-        const rec = await runOne(sc, side, run, { opts, root, binary: mb.binary });
+        const rec = await runOne(sc, side, run, { opts, root, binary: mb.binary, subBinary: sub.binary });
         log(`  run ${run}/${opts.runs} ${side.label.padEnd(12)} ${runSummary(rec)}`);
         records.push(rec);
       }

@@ -85,10 +85,10 @@ export interface Scenario {
   kind: 'pubsub' | 'idle';
   /**
    * mqttbench: mqttbench alone. durable: mqttbench publishers (-S 0) plus the persistent-session
-   * subscriber (persistent-sub.ts) on a broker with persistence on. mqttjs: the MQTT.js driver
+   * subscriber (bench/persistent-sub.c) on a broker with persistence on. mqttjs: the MQTT.js driver
    * (mqttjs-load.ts), `flags` are its arguments, run once per entry of `passes`. uplink: the
    * broker is a truck bridging to an HQ Mosquitto; mqttbench publishers (-S 0) on the truck, the
-   * counting subscriber (persistent-sub.ts) at HQ; `flags` are the steady pass's.
+   * counting subscriber (bench/persistent-sub.c) at HQ; `flags` are the steady pass's.
    */
   driver: 'mqttbench' | 'durable' | 'mqttjs' | 'uplink';
   /** Broker started with durable state (Convoy store, Mosquitto persistence). */
