@@ -253,6 +253,10 @@ export function createOutbox(opts: CreateOutboxOptions): OutboxHandle {
       return store.onDeletesCommitted(cb);
     },
 
+    flushRemovals() {
+      store.flushDeletes();
+    },
+
     get committedSeq() {
       return store.committedSeq;
     },

@@ -65,4 +65,6 @@ export interface Outbox {
    */
   removalsPending?(): number;
   onRemovalsDurable?(cb: () => void): () => void;
+  /** Optional: commit pending removals now (an outbox may let them wait to commit many at once). */
+  flushRemovals?(): void;
 }

@@ -92,6 +92,8 @@ export interface OutboxStore {
   readonly deletesPending: number;
   /** Called after each commit that made deletes durable. Returns an unsubscribe. */
   onDeletesCommitted(cb: () => void): () => void;
+  /** Commits pending deletes now, where the store lets them wait. */
+  flushDeletes(): void;
 }
 
 export const CLASS_CODE: Record<OutboxClass, number> = { alarm: 0, event: 1, telemetry: 2, bulk: 3 };
@@ -204,6 +206,9 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
     return () => this.deleteListeners.delete(cb);
   }
 
+  /** Deletes wait for nothing here (the memory store commits each batch at once). */
+  flushDeletes(): void {}
+
   oldest(cls: OutboxClass, limit: number): OutboxRowRef[] {
     if (limit <= 0) return [];
     const out = this.oldestCommitted(cls, limit);
@@ -293,6 +298,10 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
   }
 }
 
+/** How long deletes alone may wait for a commit (a crash brings them back: sent again, once). */
+const DELETE_COMMIT_DELAY_MS = 20;
+/** Deletes alone are committed at once from this many on. */
+const DELETE_COMMIT_BATCH = 1024;
 /** Rows newestPerTopic looks at (the newest live records of the class). */
 const NEWEST_SCAN_ROWS = 4096;
 /** Bytes of committed rows SqliteOutboxStore keeps in memory (its tail). */
@@ -368,6 +377,8 @@ export class SqliteOutboxStore extends OutboxStoreBase {
   private readonly write_;
   private readonly pageSize: number;
   private commitRequested = false;
+  /** Commits deletes that no other work has taken along (see requestCommit). */
+  private deleteTimer: NodeJS.Timeout | null = null;
   /** Live segments per class, in seq order. */
   private readonly segments: Record<OutboxClass, Segment[]> = { alarm: [], event: [], telemetry: [], bulk: [] };
   /** Segments sealed into the commit in flight (committed once it is). */
@@ -616,9 +627,36 @@ export class SqliteOutboxStore extends OutboxStoreBase {
   }
 
   protected requestCommit(): void {
+    if (this.commitRequested) return;
+    // Deletes alone wait (up to DELETE_COMMIT_DELAY_MS, or DELETE_COMMIT_BATCH of them, or a
+    // flushDeletes()): nobody waits for them, and during a drain a commit per event-loop turn
+    // rewrote the same gone bitmaps hundreds of times a second. Any commit takes them along.
+    if (this.pendingAppends.size === 0 && this.pendingDeletes.size < DELETE_COMMIT_BATCH) {
+      if (this.deleteTimer === null) {
+        this.deleteTimer = setTimeout(this.onDeleteTimer, DELETE_COMMIT_DELAY_MS);
+        this.deleteTimer.unref();
+      }
+      return;
+    }
+    this.commitNow();
+  }
+
+  override flushDeletes(): void {
+    if (this.pendingDeletes.size > 0 && !this.commitRequested) this.commitNow();
+  }
+
+  private readonly onDeleteTimer = (): void => {
+    this.deleteTimer = null;
+    if (this.hasPending && !this.commitRequested) this.commitNow();
+  };
+
+  private commitNow(): void {
+    if (this.deleteTimer !== null) {
+      clearTimeout(this.deleteTimer);
+      this.deleteTimer = null;
+    }
     // The state store defers the flush to the end of this turn (or its window) and gathers every
     // commit() of the turn, the broker's included, into it. One request per batch.
-    if (this.commitRequested) return;
     this.commitRequested = true;
     this.state.commit().catch(() => {
       this.commitRequested = false;

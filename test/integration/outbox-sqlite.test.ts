@@ -288,6 +288,59 @@ describe('SQLite outbox on disk', () => {
     expect(store.totals().bulk).to.deep.equal({ count: 600, bytes: 600 * 40 });
   });
 
+  it('deletes alone wait for a commit: until flushDeletes(), an append, 1,024 of them, or 20 ms', async () => {
+    const { state, store } = openStore();
+    const o = createOutbox({ store, budgetBytes: 1 << 24, minFreeBytes: 0 });
+    for (let i = 0; i < 1100; i++) o.append(rec('event', 'e', `m${i}`));
+    await state.commit();
+    let commits = 0;
+    store.onDeletesCommitted(() => commits++);
+    const committed = (): Promise<void> => new Promise((resolve) => {
+      const off = store.onDeletesCommitted(() => {
+        off();
+        resolve();
+      });
+    });
+    const turns = async (n: number): Promise<void> => {
+      for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+    };
+
+    // flushDeletes(): now.
+    o.remove(1);
+    o.remove(2);
+    await turns(3);
+    expect(store.deletesPending, 'not committed at the end of the turn').to.equal(2);
+    expect(commits).to.equal(0);
+    let done = committed();
+    o.flushRemovals?.();
+    await done;
+    expect(store.deletesPending).to.equal(0);
+    expect(liveSeqsOnDisk(state.db)).to.not.include.members([1, 2]);
+
+    // An append's commit takes pending deletes along.
+    o.remove(3);
+    done = committed();
+    o.append(rec('event', 'e', 'new'));
+    await done;
+    expect(store.deletesPending).to.equal(0);
+    expect(liveSeqsOnDisk(state.db)).to.not.include(3);
+
+    // 1,024 deletes go at once.
+    done = committed();
+    for (let seq = 4; seq < 4 + 1024; seq++) o.remove(seq);
+    await done;
+    expect(liveSeqsOnDisk(state.db)[0]).to.equal(4 + 1024);
+
+    // One delete alone: committed by the timer.
+    const before = commits;
+    done = committed();
+    o.remove(1028);
+    expect(store.deletesPending).to.equal(1);
+    await done;
+    expect(commits).to.equal(before + 1);
+    expect(liveSeqsOnDisk(state.db)).to.not.include(1028);
+  });
+
   describe('one transaction with the broker journal', () => {
     it('commit() runs when only the outbox has pending work, and onCommitted follows it', async () => {
       const { state, store } = openStore();

@@ -211,6 +211,40 @@ describe('uplink forwarder (fake outbox, fake link)', () => {
     expect(link.seqs()).to.deep.equal([1, 3]);
   });
 
+  it('refills a large window in groups (a quarter of it, at most 16); a group that does not fill goes after 1 ms', async () => {
+    for (let i = 1; i <= 200; i++) outbox.add('event', 'e', `m${i}`);
+    const f = make({ inflightWindow: 64 });
+    f.linkUp({ receiveMaximum: 65535 });
+    await settle();
+    expect(link.sent).to.have.length(64);
+    const microtasks = async (): Promise<void> => {
+      for (let i = 0; i < 10; i++) await Promise.resolve();
+    };
+    // 15 acknowledgements: the window waits for its group.
+    for (let seq = 1; seq <= 15; seq++) link.ack(seq);
+    await microtasks();
+    expect(link.sent, 'held until 16 slots are free').to.have.length(64);
+    // The 16th: refilled at once, in one go.
+    link.ack(16);
+    await microtasks();
+    expect(link.sent).to.have.length(80);
+    expect(f.stats().inFlight).to.equal(64);
+    // One acknowledgement alone: its slot is refilled by the timer.
+    const refilled = new Promise<void>((resolve) => {
+      const publish = link.publish.bind(link);
+      link.publish = (...args: Parameters<FakeLink['publish']>): void => {
+        publish(...args);
+        resolve();
+      };
+    });
+    link.ack(17);
+    await microtasks();
+    expect(link.sent).to.have.length(80);
+    await refilled;
+    expect(link.sent).to.have.length(81);
+    expect(link.seqs().slice(-1)).to.deep.equal([81]);
+  });
+
   it('holds new sends while in flight + acknowledged-but-not-durably-removed reach 4 × the window (the crash duplicate bound)', async () => {
     // An outbox whose removals become durable only when the test says so (a commit).
     class SlowRemovals extends FakeOutbox {
