@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { MemoryStateStore } from '../../src/store/memory-state-store.js';
-import { openDatabase, StoreVersionError, type StoreLog } from '../../src/store/db.js';
+import { openDatabase, PAGE_SIZE, StoreVersionError, WAL_AUTOCHECKPOINT_BYTES, type StoreLog } from '../../src/store/db.js';
 import { SCHEMA_VERSION } from '../../src/store/migrations.js';
 import { SqliteStateStore } from '../../src/store/sqlite-state-store.js';
 import { StoreError, type StateStore, type StoredMessage, type StoredState } from '../../src/store/state-store.js';
@@ -112,6 +112,30 @@ describe('SqliteStateStore on disk', () => {
         expect(db.pragma('foreign_keys', { simple: true })).to.equal(0);
       } finally {
         db.close();
+      }
+    });
+
+    it('creates a new database with 2 KB pages and keeps the page size of an existing one', () => {
+      const fresh = openDatabase(file, { log: quiet });
+      try {
+        expect(fresh.db.pragma('page_size', { simple: true })).to.equal(PAGE_SIZE);
+        expect(fresh.db.pragma('wal_autocheckpoint', { simple: true })).to.equal(WAL_AUTOCHECKPOINT_BYTES / PAGE_SIZE);
+      } finally {
+        fresh.db.close();
+      }
+      // A database made with 4 KB pages (an older Convoy's) stays as it is, and works.
+      const old = path.join(dir, 'old.db');
+      const raw = new Database(old);
+      raw.pragma('page_size = 4096');
+      raw.pragma('journal_mode = WAL');
+      raw.close();
+      const reopened = openDatabase(old, { log: quiet });
+      try {
+        expect(reopened.db.pragma('page_size', { simple: true })).to.equal(4096);
+        expect(reopened.db.pragma('wal_autocheckpoint', { simple: true })).to.equal(WAL_AUTOCHECKPOINT_BYTES / 4096);
+        expect(reopened.db.pragma('user_version', { simple: true })).to.equal(SCHEMA_VERSION);
+      } finally {
+        reopened.db.close();
       }
     });
 
