@@ -304,8 +304,14 @@ const DELETE_COMMIT_DELAY_MS = 20;
 const DELETE_COMMIT_BATCH = 1024;
 /** Rows newestPerTopic looks at (the newest live records of the class). */
 const NEWEST_SCAN_ROWS = 4096;
-/** Bytes of committed rows SqliteOutboxStore keeps in memory (its tail). */
-const TAIL_MAX_BYTES = 4 * 1024 * 1024;
+/**
+ * Bytes of committed rows SqliteOutboxStore keeps in memory (its tail): about 2,000 records of
+ * 200 B, some 40 ms of a busy link, while the forwarder reads them a millisecond or two after
+ * their commit. With HQ unreachable nothing reads them, and every row that leaves a larger tail
+ * has lived long enough to be promoted to V8's old space, as garbage: 4 MB instead of 512 KB
+ * accepted a backlog about 10 % slower, with about 15 MB more RSS (bench A/B, 6 pairs).
+ */
+const TAIL_MAX_BYTES = 512 * 1024;
 /** Entries of SqliteOutboxStore.handedOut (a few in-flight windows). */
 const HANDED_OUT_MAX = 8192;
 /** Decoded segments kept (the drain's, eviction's and expiry's current ones). */
