@@ -21,6 +21,7 @@ import { OUTBOX_CLASSES, type Outbox, type OutboxClass, type OutboxRecord } from
 import { encodeEnvelope, signOrder } from '../security/signing.js';
 import type { GatewayKey } from '../security/keys.js';
 import { NumberedUserProperties } from '../mqtt/codec/encode.js';
+import { qos2PacketId } from './qos2-ids.js';
 
 /** What the forwarder needs from the link (the real one is `Link` in link.ts). */
 export interface ForwarderLink {
@@ -40,6 +41,32 @@ export interface ForwarderLink {
   ): void;
   /** Bytes written to the connection but not yet flushed (direct QoS 0 is dropped above a limit). */
   bufferedBytes?(): number;
+  /**
+   * Optional: QoS 2 with a packet id the forwarder chooses (qos2PacketId of the seq), so that a
+   * flow cut by a lost connection can go on with the same id when HQ kept the session. `released`
+   * runs when HQ answered PUBREC (the link has sent PUBREL); `done` on PUBCOMP, or with an error
+   * (PUBREC with a failure code). False when it cannot be sent now. Without it, QoS 2 goes
+   * through `publish` and a cut flow starts again as a new PUBLISH.
+   */
+  publishExactlyOnce?(
+    topic: string, payload: Buffer, properties: Properties | undefined, id: number, dup: boolean,
+    released: () => void, done: (err: Error | null) => void,
+  ): boolean;
+  /** Optional, with publishExactlyOnce: PUBREL for a flow HQ had answered with PUBREC; `done` on PUBCOMP. */
+  release?(id: number, done: (err: Error | null) => void): boolean;
+}
+
+type ExactlyOnceLink = ForwarderLink & Required<Pick<ForwarderLink, 'publishExactlyOnce' | 'release'>>;
+
+function hasExactlyOnce(link: ForwarderLink): link is ExactlyOnceLink {
+  return link.publishExactlyOnce !== undefined && link.release !== undefined;
+}
+
+/** A QoS 2 record between its first PUBLISH and HQ's PUBCOMP. */
+interface ExactlyOnceRecord {
+  rec: OutboxRecord;
+  /** HQ answered PUBREC: after a reconnect to the kept session, PUBREL goes, not the PUBLISH. */
+  released: boolean;
 }
 
 type NumberedLink = ForwarderLink & Required<Pick<ForwarderLink, 'publishNumbered'>>;
@@ -230,6 +257,12 @@ export class Forwarder {
   private gen = 0;
   private window = 0;
   private readonly inFlight = new Map<number, OutboxRecord>();
+  /**
+   * QoS 2 records begun and not completed, by seq, and the seq holding each packet id. They
+   * outlive a lost connection: when HQ kept the session they go on with the same id.
+   */
+  private readonly exactlyOnce = new Map<number, ExactlyOnceRecord>();
+  private readonly exactlyOnceIds = new Map<number, number>();
   /** Newest-per-topic records still to send after the reconnect, in seq order. */
   private fresh: OutboxRecord[] = [];
   /** Seqs sent in the fresh phase of this connection: the backlog skips them. */
@@ -272,8 +305,11 @@ export class Forwarder {
     this.resetQueues();
   }
 
-  /** The link is up (CONNACK received). `receiveMaximum` is HQ's, or 65535 for 3.1.1. */
-  linkUp(info: { receiveMaximum: number }): void {
+  /**
+   * The link is up (CONNACK received). `receiveMaximum` is HQ's, or 65535 for 3.1.1;
+   * `sessionPresent` whether HQ kept the session (QoS 2 flows then go on where they were).
+   */
+  linkUp(info: { receiveMaximum: number; sessionPresent?: boolean }): void {
     if (this.stopped) return;
     this.gen++;
     this.up = true;
@@ -281,6 +317,7 @@ export class Forwarder {
     this.refillGroup = Math.max(1, Math.min(REFILL_GROUP_MAX, Math.floor(this.window / 4)));
     this.inFlight.clear();
     this.resetQueues();
+    this.resumeExactlyOnce(info.sessionPresent === true);
     try {
       this.fresh = this.outbox.newestPerTopic('telemetry', this.newestLimit).slice().sort((a, b) => a.seq - b.seq);
     } catch (err) {
@@ -543,7 +580,7 @@ export class Forwarder {
     const topic = uplinkTopic(rec.topic, rec.seq, this.opts.gatewayId, v, this.opts.sequence311);
     const signer = this.opts.signer;
     const signed = signer !== undefined && signer.shouldSign(rec.localTopic);
-    // Only gw and seq to send: the pre-encoded path (QoS 2 goes through MQTT.js, see link.ts).
+    // Only gw and seq to send: the pre-encoded path (QoS 2 has a flow of its own, see sendExactlyOnce).
     const qos = rec.qos;
     const numbered = this.numbered !== null && rec.properties === undefined && !signed && qos !== 2;
     let props: Properties | undefined;
@@ -552,19 +589,11 @@ export class Forwarder {
       props = v === 5 ? uplinkProperties(rec, this.opts.gatewayId, now) : undefined;
       if (signed) ({ payload, props } = signUplink(signer.key, this.opts.gatewayId, topic, rec, props, v));
     }
-    const gen = this.gen;
-    this.inFlight.set(rec.seq, rec);
-    this.st.sent++;
-    let called = false;
-    const done = (err: Error | null): void => {
-      if (called) return;
-      called = true;
-      try {
-        this.completed(rec, gen, err);
-      } catch (e) {
-        this.log?.error({ err: e, seq: rec.seq }, 'uplink: ack handling failed');
-      }
-    };
+    if (qos === 2 && hasExactlyOnce(this.link)) {
+      this.sendExactlyOnce(this.link, rec, { topic, payload, props }, false);
+      return;
+    }
+    const done = this.sent(rec);
     try {
       if (numbered) this.numbered.link.publishNumbered(topic, payload, qos, this.numbered.gwSeq, rec.seq, done);
       else this.link.publish(topic, payload, qos, props, done);
@@ -573,9 +602,102 @@ export class Forwarder {
     }
   }
 
+  /** Counts a record as sent and in flight; returns the callback that completes it, once. */
+  private sent(rec: OutboxRecord): (err: Error | null) => void {
+    const gen = this.gen;
+    this.inFlight.set(rec.seq, rec);
+    this.st.sent++;
+    let called = false;
+    return (err: Error | null): void => {
+      if (called) return;
+      called = true;
+      try {
+        this.completed(rec, gen, err);
+      } catch (e) {
+        this.log?.error({ err: e, seq: rec.seq }, 'uplink: ack handling failed');
+      }
+    };
+  }
+
+  /**
+   * QoS 2 with the packet id of its seq. `resume`: the flow began on an earlier connection of
+   * the session HQ kept, so the PUBLISH goes again with DUP, or PUBREL if HQ had sent PUBREC.
+   */
+  private sendExactlyOnce(
+    link: ExactlyOnceLink, rec: OutboxRecord, msg: { topic: string; payload: Buffer; props: Properties | undefined } | null, resume: boolean,
+  ): void {
+    const id = qos2PacketId(rec.seq);
+    const holder = this.exactlyOnceIds.get(id);
+    if (holder !== undefined && holder !== rec.seq) {
+      // A record QOS2_ID_COUNT seqs older still holds the id: this one waits its turn.
+      this.retries.push({ rec, at: this.now() + this.retryDelayMs });
+      return;
+    }
+    let entry = this.exactlyOnce.get(rec.seq);
+    if (entry === undefined) {
+      entry = { rec, released: false };
+      this.exactlyOnce.set(rec.seq, entry);
+      this.exactlyOnceIds.set(id, rec.seq);
+    }
+    const done = this.sent(rec);
+    const gen = this.gen;
+    const flow = entry;
+    const released = (): void => {
+      if (gen === this.gen) flow.released = true;
+    };
+    try {
+      let ok: boolean;
+      if (resume && entry.released) ok = link.release(id, done);
+      else {
+        const m = msg ?? this.exactlyOnceMessage(rec);
+        ok = link.publishExactlyOnce(m.topic, m.payload, m.props, id, resume, released, done);
+      }
+      if (!ok) done(new Error(`packet id ${id} is not free on this connection`));
+    } catch (err) {
+      done(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  /** The topic, payload and properties of a QoS 2 record as send() builds them. */
+  private exactlyOnceMessage(rec: OutboxRecord): { topic: string; payload: Buffer; props: Properties | undefined } {
+    const v = this.opts.protocolVersion;
+    const topic = uplinkTopic(rec.topic, rec.seq, this.opts.gatewayId, v, this.opts.sequence311);
+    let props = v === 5 ? uplinkProperties(rec, this.opts.gatewayId, this.now()) : undefined;
+    let payload = rec.payload;
+    const signer = this.opts.signer;
+    if (signer !== undefined && signer.shouldSign(rec.localTopic)) {
+      ({ payload, props } = signUplink(signer.key, this.opts.gatewayId, topic, rec, props, v));
+    }
+    return { topic, payload, props };
+  }
+
+  /**
+   * After a reconnect: with the session kept, the QoS 2 flows cut by the lost connection go on
+   * first, with their ids; without it HQ knows none of them, and they go again as new PUBLISHes
+   * with the backlog (a PUBREL there would complete a message HQ never got).
+   */
+  private resumeExactlyOnce(sessionPresent: boolean): void {
+    if (!sessionPresent || !hasExactlyOnce(this.link)) {
+      this.exactlyOnce.clear();
+      this.exactlyOnceIds.clear();
+      return;
+    }
+    const link = this.link;
+    const entries = [...this.exactlyOnce.values()].sort((a, b) => a.rec.seq - b.rec.seq);
+    for (const e of entries) this.sendExactlyOnce(link, e.rec, null, true);
+  }
+
+  private endExactlyOnce(seq: number): void {
+    if (!this.exactlyOnce.delete(seq)) return;
+    const id = qos2PacketId(seq);
+    if (this.exactlyOnceIds.get(id) === seq) this.exactlyOnceIds.delete(id);
+  }
+
   private completed(rec: OutboxRecord, gen: number, err: Error | null): void {
     if (gen !== this.gen) return; // an older connection: the record goes again on this one
     this.inFlight.delete(rec.seq);
+    // PUBCOMP, or a PUBREC that refused: HQ's flow for this id is over either way.
+    if (rec.qos === 2) this.endExactlyOnce(rec.seq);
     if (!err) {
       this.outbox.remove(rec.seq);
       this.st.acked++;

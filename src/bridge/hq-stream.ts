@@ -1,33 +1,48 @@
 // The byte stream to HQ that MQTT.js runs on (given to it as its stream builder): a TCP or TLS
-// socket behind a thin Duplex that takes the PUBACKs of our own uplink publishes out of the
-// inbound bytes before MQTT.js parses them.
+// socket behind a thin Duplex that takes the acknowledgements of our own uplink publishes
+// (PUBACK; PUBREC and PUBCOMP of QoS 2) out of the inbound bytes before MQTT.js parses them.
 //
-// Why: link.ts publishes QoS 0/1 uplink messages with our own encoder, so their PUBACKs are ours
+// Why: link.ts publishes uplink messages with our own encoder, so their acknowledgements are ours
 // to match. Left to MQTT.js, each one costs a packet object, a process.nextTick, a keepalive
 // timer reschedule and several debug() calls — about 4 µs of main-thread CPU per message, a sixth
-// of the whole uplink during a backlog drain. Here a PUBACK is a 4-byte frame read in place.
-// Everything else (CONNACK, SUBACK, the downlink, QoS 2 acks, PUBACKs for ids that are not ours)
-// passes through unchanged and in order; a PUBACK whose id is ours never reaches MQTT.js.
+// of the whole uplink during a backlog drain — and MQTT.js would take them for acks of packets it
+// never sent. Here an acknowledgement is a 4-byte frame read in place. Everything else (CONNACK,
+// SUBACK, the downlink, acks for ids that are not ours) passes through unchanged and in order; an
+// acknowledgement whose id is ours never reaches MQTT.js.
 import net from 'node:net';
 import tls from 'node:tls';
 import { Duplex } from 'node:stream';
 
-/** MQTT fixed header first byte of PUBACK. */
-const PUBACK = 0x40;
+/** MQTT fixed header first bytes of the acknowledgements a tap may take. */
+export const PUBACK = 0x40;
+export const PUBREC = 0x50;
+export const PUBCOMP = 0x70;
 
 /**
- * Splits inbound MQTT bytes at frame boundaries and drops the PUBACK frames `onAck` claims.
- * Frames may span chunks: a frame that passes through is passed on as its bytes arrive; only a
- * split fixed header or a split PUBACK (a few bytes) is held until the rest arrives.
+ * Splits inbound MQTT bytes at frame boundaries and drops the acknowledgement frames (PUBACK, and
+ * PUBREC / PUBCOMP where asked) that `onAck` claims. Frames may span chunks: a frame that passes
+ * through is passed on as its bytes arrive; only a split fixed header or a split acknowledgement
+ * (a few bytes) is held until the rest arrives.
  */
-export class PubackTap {
+export class AckTap {
   /** Bytes of a passing frame still to come. */
   private skip = 0;
-  /** An incomplete fixed header or PUBACK, held. */
+  /** An incomplete fixed header or acknowledgement, held. */
   private held: Buffer | null = null;
+  /** 1 for each packet type (first byte >> 4) the tap offers to onAck. */
+  private readonly tapped = new Uint8Array(16);
 
-  /** @param onAck a PUBACK arrived: true when it was ours (the frame is dropped). */
-  constructor(private readonly onAck: (packetId: number, reasonCode: number) => boolean) {}
+  /**
+   * @param onAck an acknowledgement of a tapped type arrived (`type`: its first byte): true when
+   *   it was ours (the frame is dropped).
+   * @param types the first bytes of the acknowledgements to offer (PUBACK, PUBREC, PUBCOMP).
+   */
+  constructor(
+    private readonly onAck: (packetId: number, reasonCode: number, type: number) => boolean,
+    types: readonly number[] = [PUBACK],
+  ) {
+    for (const t of types) this.tapped[t >> 4] = 1;
+  }
 
   /** The bytes to pass on (the chunk itself when nothing was taken out), or null for none. */
   filter(chunk: Buffer): Buffer | null {
@@ -68,12 +83,13 @@ export class PubackTap {
       }
       // (A malformed length — 4 continuation bytes — passes through: MQTT.js reports it.)
       const total = h - i + rem;
-      if (buf[i] === PUBACK && complete) {
+      const first = buf[i]!;
+      if ((first & 0x0f) === 0 && this.tapped[first >> 4] === 1 && complete) {
         if (i + total > len) {
           this.held = Buffer.from(buf.subarray(i));
           break;
         }
-        if (rem >= 2 && this.onAck(buf.readUInt16BE(h), rem >= 3 ? buf[h + 2]! : 0)) {
+        if (rem >= 2 && this.onAck(buf.readUInt16BE(h), rem >= 3 ? buf[h + 2]! : 0, first)) {
           (pieces ??= []).push(buf.subarray(keepFrom, i));
           keepFrom = i + total;
         }
@@ -109,7 +125,7 @@ export interface HqSocketOptions {
 export class HqStream extends Duplex {
   readonly socket: net.Socket;
 
-  constructor(opts: HqSocketOptions, private readonly tap: PubackTap, onData: () => void) {
+  constructor(opts: HqSocketOptions, private readonly tap: AckTap, onData: () => void) {
     super({ allowHalfOpen: false });
     if (opts.tls) {
       const t = opts.tls;

@@ -24,13 +24,16 @@
 //   locally, retained, on convoy/uplink/state.
 // - A broken or hostile HQ (protocol errors, refused CONNACK, wrong SUBACK, a downlink flood) is
 //   logged and the connection restarted with backoff. No handler ever throws.
-// - Uplink PUBLISH at QoS 0 and 1 bypasses MQTT.js: the forwarder's records are encoded with our
-//   own codec straight into one buffer per event-loop turn and written to the connection in one
-//   call, and their PUBACKs are taken out of the inbound bytes before MQTT.js sees them (the
-//   connection is our HqStream, hq-stream.ts, given to MQTT.js as its stream). MQTT.js still owns
-//   the protocol (CONNECT, SUBSCRIBE, keepalive, the downlink, QoS 2) and hands out packet ids
-//   from the same PacketIds allocator, so ids never collide. Why: MQTT.js spends about 10 µs of CPU per publish (option
-//   cloning, its outgoing store, a write per packet part), more than the rest of the uplink.
+// - Uplink PUBLISH bypasses MQTT.js: the forwarder's records are encoded with our own codec
+//   straight into one buffer per event-loop turn and written to the connection in one call, and
+//   their acknowledgements (PUBACK; PUBREC and PUBCOMP, answered with PUBREL, for QoS 2) are taken
+//   out of the inbound bytes before MQTT.js sees them (the connection is our HqStream,
+//   hq-stream.ts, given to MQTT.js as its stream). MQTT.js still owns the protocol (CONNECT,
+//   SUBSCRIBE, keepalive, the downlink) and hands out packet ids from the same PacketIds
+//   allocator, below the QoS 2 records' own range (qos2-ids.ts), so ids never collide. Why:
+//   MQTT.js spends about 10 µs of CPU per publish (option cloning, its outgoing store, a write per
+//   packet part), more than the rest of the uplink; and a QoS 2 record must keep its packet id
+//   across connections, which a new MQTT.js client per connection cannot do.
 import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type IClientPublishOptions, type IConnackPacket, type IPublishPacket, type IStore, type MqttClient } from 'mqtt';
 import type { Logger } from '../diagnostics/log.js';
@@ -42,11 +45,13 @@ import { expandGateway } from './routes.js';
 import type { ForwarderLink } from './forwarder.js';
 import { writePublish, writePublishNumbered, type NumberedUserProperties, type PublishSource } from '../mqtt/codec/encode.js';
 import { OutBuffer } from '../mqtt/codec/out-buffer.js';
-import { HqStream, PubackTap, type HqSocketOptions } from './hq-stream.js';
+import { AckTap, HqStream, PUBACK, PUBCOMP, PUBREC, type HqSocketOptions } from './hq-stream.js';
+import { QOS2_ID_BASE } from './qos2-ids.js';
 import { ConnectionIncomingStore, MemoryIncomingQos2Store, type IncomingQos2Store } from './incoming-qos2.js';
 
 /**
- * Packet ids of one connection, shared by MQTT.js (as its messageIdProvider) and our own uplink
+ * Packet ids of one connection below QOS2_ID_BASE (the ids above are the QoS 2 records', see
+ * qos2-ids.ts), shared by MQTT.js (as its messageIdProvider) and our own uplink
  * publishes: an id in use by either is never handed out again until released.
  */
 export class PacketIds {
@@ -57,12 +62,14 @@ export class PacketIds {
   private last: number | null = null;
 
   allocate(): number | null {
-    if (this.count >= 65535) return null;
+    // Ids from QOS2_ID_BASE up belong to uplink QoS 2 records (qos2PacketId), never handed out here.
+    const top = QOS2_ID_BASE - 1;
+    if (this.count >= top) return null;
     let id = this.next;
-    while (this.inUse[id] === 1) id = id === 65535 ? 1 : id + 1;
+    while (this.inUse[id] === 1) id = id === top ? 1 : id + 1;
     this.inUse[id] = 1;
     this.count++;
-    this.next = id === 65535 ? 1 : id + 1;
+    this.next = id === top ? 1 : id + 1;
     this.last = id;
     return id;
   }
@@ -72,8 +79,8 @@ export class PacketIds {
   }
 
   register(id: number): boolean {
-    // Packet ids are 1..65535; anything else is refused (and would index outside the flags).
-    if (!Number.isInteger(id) || id < 1 || id > 65535 || this.inUse[id] === 1) return false;
+    // Ids are 1..QOS2_ID_BASE - 1 here; anything else is refused (and would index outside the flags).
+    if (!Number.isInteger(id) || id < 1 || id >= QOS2_ID_BASE || this.inUse[id] === 1) return false;
     this.inUse[id] = 1;
     this.count++;
     return true;
@@ -230,6 +237,13 @@ function errorText(err: unknown): string {
   return String(err);
 }
 
+/** One of our QoS 2 uplink publishes on the current connection. */
+interface ExactlyOnceFlow {
+  released: () => void;
+  done: (err: Error | null) => void;
+  pubrelSent: boolean;
+}
+
 export class Link implements ForwarderLink {
   private readonly cfg: UplinkConfig;
   private readonly log: Logger;
@@ -246,6 +260,8 @@ export class Link implements ForwarderLink {
   private ids = new PacketIds();
   /** Callbacks of our QoS 1 uplink publishes awaiting PUBACK, indexed by packet id. */
   private readonly pendingAcks = new Array<((err: Error | null) => void) | undefined>(65536).fill(undefined);
+  /** Our QoS 2 uplink publishes of this connection awaiting PUBREC or PUBCOMP, by packet id. */
+  private readonly exactlyOnce = new Map<number, ExactlyOnceFlow>();
   /** Encoded uplink publishes not yet written (one write per event-loop turn). */
   private readonly outgoing = new OutBuffer();
   private flushQueued = false;
@@ -370,6 +386,76 @@ export class Link implements ForwarderLink {
     this.directWritten(client, qos, done);
   }
 
+  /**
+   * ForwarderLink: a QoS 2 PUBLISH with the given packet id (qos2PacketId), DUP when it goes again
+   * on a resumed session. On PUBREC the link sends PUBREL and calls `released`; `done` runs on
+   * PUBCOMP (or on PUBREC with a failure reason code, with the error). False when the link is not
+   * up or the id is in use on this connection.
+   */
+  publishExactlyOnce(
+    topic: string, payload: Buffer, properties: Properties | undefined, id: number, dup: boolean,
+    released: () => void, done: (err: Error | null) => void,
+  ): boolean {
+    const client = this.client;
+    if (!client || this.st.state !== 'up' || this.exactlyOnce.has(id)) return false;
+    this.exactlyOnce.set(id, { released, done, pubrelSent: false });
+    const src: PublishSource = {
+      topic, topicLength: Buffer.byteLength(topic), topicBuf: null, topicOffset: 0,
+      payloadBuf: payload, payloadStart: 0, payloadEnd: payload.length,
+    };
+    writePublish(this.outgoing, this.version, src, 2, false, dup, id, this.version === 5 ? properties : undefined);
+    this.queueFlush(client);
+    return true;
+  }
+
+  /**
+   * ForwarderLink: PUBREL for a QoS 2 publish HQ had acknowledged with PUBREC on an earlier
+   * connection of the same session; `done` runs on PUBCOMP. False when the link is not up or the
+   * id is in use.
+   */
+  release(id: number, done: (err: Error | null) => void): boolean {
+    const client = this.client;
+    if (!client || this.st.state !== 'up' || this.exactlyOnce.has(id)) return false;
+    this.exactlyOnce.set(id, { released: () => {}, done, pubrelSent: true });
+    this.writePubrel(client, id);
+    return true;
+  }
+
+  private writePubrel(client: MqttClient, id: number): void {
+    const out = this.outgoing;
+    const slab = out.reserve(4);
+    slab[out.pos] = 0x62;
+    slab[out.pos + 1] = 2;
+    slab[out.pos + 2] = id >> 8;
+    slab[out.pos + 3] = id & 0xff;
+    out.pos += 4;
+    this.queueFlush(client);
+  }
+
+  /** An acknowledgement the tap offers: ours when it answers one of our publishes. */
+  private tappedAck(client: MqttClient, id: number, reasonCode: number, type: number): boolean {
+    if (type === PUBACK) return this.directAck(id, reasonCode);
+    const flow = this.exactlyOnce.get(id);
+    if (flow === undefined) return false;
+    if (type === PUBREC) {
+      if (flow.pubrelSent) return true; // a repeated PUBREC: our PUBREL is on its way
+      if (reasonCode >= 0x80) {
+        this.exactlyOnce.delete(id);
+        flow.done(new PublishRefused(reasonCode));
+        return true;
+      }
+      flow.pubrelSent = true;
+      this.writePubrel(client, id);
+      flow.released();
+      return true;
+    }
+    // PUBCOMP. After a PUBREL for a flow begun on an earlier connection, "packet identifier not
+    // found" (0x92) means HQ had completed it already: done either way.
+    this.exactlyOnce.delete(id);
+    flow.done(null);
+    return true;
+  }
+
   /** QoS 0/1 with our own encoder (see the header comment). */
   private publishDirect(
     client: MqttClient, topic: string, payload: Buffer, qos: 0 | 1, properties: Properties | undefined, done: (err: Error | null) => void,
@@ -401,11 +487,16 @@ export class Link implements ForwarderLink {
 
   /** After a direct publish was encoded: one flush per event-loop turn; QoS 0 is done once written. */
   private directWritten(client: MqttClient, qos: 0 | 1, done: (err: Error | null) => void): void {
+    this.queueFlush(client);
+    if (qos === 0) done(null);
+  }
+
+  /** One flush of the encoded publishes per event-loop turn. */
+  private queueFlush(client: MqttClient): void {
     if (!this.flushQueued) {
       this.flushQueued = true;
       queueMicrotask(() => this.flushOutgoing(client));
     }
-    if (qos === 0) done(null);
   }
 
   private flushOutgoing(client: MqttClient): void {
@@ -547,10 +638,14 @@ export class Link implements ForwarderLink {
       // sends its in-flight records again).
       this.ids = new PacketIds();
       this.pendingAcks.fill(undefined);
+      this.exactlyOnce.clear();
       this.outgoing.take();
       const socket = this.socketOptions(endpoint);
       // PUBACKs of our direct publishes are matched in the stream, before MQTT.js (hq-stream.ts).
-      const tap = new PubackTap((id, reasonCode) => this.client === client && this.directAck(id, reasonCode));
+      const tap = new AckTap(
+        (id, reasonCode, type) => this.client === client && this.tappedAck(client, id, reasonCode, type),
+        [PUBACK, PUBREC, PUBCOMP],
+      );
       const onData = (): void => {
         if (this.client === client) this.lastRx = Date.now();
       };

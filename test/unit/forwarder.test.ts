@@ -6,6 +6,7 @@ import { OUTBOX_CLASSES, type Outbox, type OutboxClass, type OutboxRecord, type 
 import { writePublish, writePublishNumbered, type NumberedUserProperties } from '../../src/mqtt/codec/encode.js';
 import { OutBuffer } from '../../src/mqtt/codec/out-buffer.js';
 import { keyId } from '../../src/security/signing.js';
+import { QOS2_ID_COUNT, qos2PacketId } from '../../src/bridge/qos2-ids.js';
 
 /** In-memory Outbox with the contract's observable behaviour (no budget). */
 class FakeOutbox implements Outbox {
@@ -653,5 +654,107 @@ describe('uplink forwarder: gw and seq pre-encoded (link.publishNumbered)', () =
     }
     expect(fast.sent.map((e) => e.via)).to.deep.equal(['publishNumbered', 'publish']);
     expect(fast.sent.map((e) => e.bytes)).to.deep.equal(general.sent.map((e) => e.bytes));
+  });
+});
+
+/** A link with the QoS 2 flow of its own (the real Link's publishExactlyOnce / release). */
+class ExactlyOnceLink extends FakeLink {
+  flows: Array<{ kind: 'publish' | 'pubrel'; id: number; dup: boolean; seq: number; released: () => void; done: (err: Error | null) => void }> = [];
+  busy = new Set<number>();
+
+  publishExactlyOnce(
+    topic: string, _payload: Buffer, properties: Properties | undefined, id: number, dup: boolean,
+    released: () => void, done: (err: Error | null) => void,
+  ): boolean {
+    const seq = Number(properties?.userProperties?.find(([k]) => k === 'seq')?.[1] ?? topic.split('/').pop());
+    this.flows.push({ kind: 'publish', id, dup, seq, released, done });
+    return true;
+  }
+
+  release(id: number, done: (err: Error | null) => void): boolean {
+    this.flows.push({ kind: 'pubrel', id, dup: false, seq: -1, released: () => {}, done });
+    return true;
+  }
+
+  /** HQ's PUBREC for the newest flow with this id. */
+  pubrec(id: number): void {
+    [...this.flows].reverse().find((f) => f.id === id)!.released();
+  }
+
+  pubcomp(id: number): void {
+    [...this.flows].reverse().find((f) => f.id === id)!.done(null);
+  }
+}
+
+describe('uplink forwarder: QoS 2 flows go on after a reconnect to a kept session', () => {
+  let outbox: FakeOutbox;
+  let link: ExactlyOnceLink;
+  const forwarders: Forwarder[] = [];
+
+  function make(): Forwarder {
+    const f = new Forwarder({
+      outbox, link, gatewayId: 'gw1', protocolVersion: 5, sequence311: 'none', inflightWindow: 10, drainRateMsgs: 0, drainRateBytes: 0,
+    });
+    forwarders.push(f);
+    return f;
+  }
+
+  beforeEach(() => {
+    outbox = new FakeOutbox();
+    link = new ExactlyOnceLink();
+  });
+  afterEach(() => {
+    for (const f of forwarders.splice(0)) f.stop();
+  });
+
+  it('sends QoS 2 with the packet id of its seq; PUBREL (not the PUBLISH) after a reconnect once HQ had sent PUBREC', async () => {
+    outbox.add('event', 'e', 'a', { qos: 2 });
+    outbox.add('event', 'e', 'b', { qos: 2 });
+    const f = make();
+    f.linkUp({ receiveMaximum: 65535, sessionPresent: false });
+    await settle();
+    expect(link.flows.map((x) => [x.kind, x.id, x.dup])).to.deep.equal([['publish', qos2PacketId(1), false], ['publish', qos2PacketId(2), false]]);
+    link.pubrec(qos2PacketId(1)); // seq 1 released; seq 2 not yet
+    f.linkDown();
+    link.flows = [];
+    f.linkUp({ receiveMaximum: 65535, sessionPresent: true });
+    await settle();
+    expect(link.flows.map((x) => [x.kind, x.id, x.dup])).to.deep.equal([['pubrel', qos2PacketId(1), false], ['publish', qos2PacketId(2), true]]);
+    expect(link.sent, 'nothing through the general path').to.deep.equal([]);
+    link.pubcomp(qos2PacketId(1));
+    link.pubrec(qos2PacketId(2));
+    link.pubcomp(qos2PacketId(2));
+    await settle();
+    expect(outbox.removed).to.deep.equal([1, 2]);
+    // Completed: a later reconnect resumes nothing.
+    f.linkDown();
+    link.flows = [];
+    f.linkUp({ receiveMaximum: 65535, sessionPresent: true });
+    await settle();
+    expect(link.flows).to.deep.equal([]);
+  });
+
+  it('without the session at HQ every cut flow starts again with a PUBLISH (a PUBREL would complete what HQ never got)', async () => {
+    outbox.add('event', 'e', 'a', { qos: 2 });
+    const f = make();
+    f.linkUp({ receiveMaximum: 65535, sessionPresent: false });
+    await settle();
+    link.pubrec(qos2PacketId(1));
+    f.linkDown();
+    link.flows = [];
+    f.linkUp({ receiveMaximum: 65535, sessionPresent: false });
+    await settle();
+    expect(link.flows.map((x) => [x.kind, x.id, x.dup])).to.deep.equal([['publish', qos2PacketId(1), false]]);
+  });
+
+  it('holds a QoS 2 record back while an older one with the same packet id is still in its flow', async () => {
+    outbox.add('event', 'e', 'old', { qos: 2 });
+    outbox.nextSeq(1 + QOS2_ID_COUNT);
+    outbox.add('event', 'e', 'new', { qos: 2 });
+    const f = make();
+    f.linkUp({ receiveMaximum: 65535, sessionPresent: false });
+    await settle();
+    expect(link.flows.map((x) => x.seq), 'the newer one waits').to.deep.equal([1]);
+    expect(f.stats().inFlight).to.equal(1);
   });
 });

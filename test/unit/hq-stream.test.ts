@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { PubackTap } from '../../src/bridge/hq-stream.js';
+import { AckTap } from '../../src/bridge/hq-stream.js';
 
 const connack = Buffer.from([0x20, 0x02, 0x00, 0x00]);
 const puback = (id: number, rc?: number): Buffer =>
@@ -18,7 +18,7 @@ function publish(topic: string, payloadBytes: number): Buffer {
 /** Runs the chunks through a tap that claims `ours`; returns what passed and the acks it took. */
 function run(chunks: Buffer[], ours: Set<number>): { passed: Buffer; acks: Array<[number, number]> } {
   const acks: Array<[number, number]> = [];
-  const tap = new PubackTap((id, rc) => {
+  const tap = new AckTap((id, rc) => {
     if (!ours.has(id)) return false;
     acks.push([id, rc]);
     return true;
@@ -34,7 +34,7 @@ function run(chunks: Buffer[], ours: Set<number>): { passed: Buffer; acks: Array
   return { passed: Buffer.concat(out), acks };
 }
 
-describe('PubackTap', () => {
+describe('AckTap', () => {
   it('takes out every PUBACK that is ours and passes nothing else when that is all there is', () => {
     const r = run([Buffer.concat([puback(1), puback(2), puback(3)])], new Set([1, 2, 3]));
     expect(r.passed.length).to.equal(0);
@@ -47,7 +47,7 @@ describe('PubackTap', () => {
 
   it('passes the chunk itself, uncopied, when nothing in it is ours', () => {
     const chunk = Buffer.concat([connack, puback(9), pubrec(4)]);
-    const tap = new PubackTap(() => false);
+    const tap = new AckTap(() => false);
     expect(tap.filter(chunk)).to.equal(chunk);
   });
 

@@ -1,0 +1,121 @@
+// QoS 2 uplink flows cut by a lost connection go on where they were when HQ kept the session: the
+// PUBLISH again with DUP and the same packet id, or PUBREL once HQ had answered PUBREC, so HQ's
+// broker delivers the message once. Without the session everything starts again with a PUBLISH.
+// A scripted HQ (scripted-hq.ts) drives the flow packet by packet over real sockets; the gateway
+// is real (Link, its stream tap, the forwarder, the SQLite outbox).
+import { expect } from 'chai';
+import mqtt, { type MqttClient } from 'mqtt';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { ScriptedQos2Hq, type HqConnection } from '../helpers/scripted-hq.js';
+import { QOS2_ID_BASE, qos2PacketId } from '../../src/bridge/qos2-ids.js';
+
+async function until(pred: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+describe('QoS 2 uplink: a cut flow goes on with its packet id when HQ kept the session', function () {
+  this.timeout(30_000);
+  let hq: ScriptedQos2Hq;
+  let gw: TestGateway | null = null;
+  let lan: MqttClient | null = null;
+
+  beforeEach(() => {
+    hq = new ScriptedQos2Hq(5);
+  });
+  afterEach(async () => {
+    await lan?.endAsync(true);
+    lan = null;
+    await gw?.stop();
+    gw = null;
+    await hq.close();
+  });
+
+  async function start(): Promise<void> {
+    const port = await hq.listen();
+    gw = await startTestGateway({
+      uplink: {
+        enabled: true, gateway_id: 'gw1', endpoints: [`127.0.0.1:${port}`], protocol_version: 5, keepalive_s: 30,
+        connect_timeout_ms: 2000, backoff_initial_ms: 20, backoff_max_ms: 100,
+        routes: [{ local: 'truck/events/#', remote: 'fleet/{gateway}/events/#', qos: 2, class: 'event', ttl_s: 0, store_qos0: true, sign: false }],
+        // A downlink route makes the gateway subscribe, which tells the scripted HQ it is ready.
+        downlink: [{ remote: 'fleet/{gateway}/orders/#', local: 'truck/orders/#', qos: 1, verify: false }],
+      },
+    });
+    lan = await mqtt.connectAsync(`mqtt://127.0.0.1:${gw.port}`, { clientId: 'scanner', protocolVersion: 5 });
+  }
+
+  /** A LAN event and its QoS 2 PUBLISH at HQ. */
+  async function event(c: HqConnection, payload: string): Promise<number> {
+    await lan!.publishAsync('truck/events/delivered', payload, { qos: 1 });
+    const p = await c.waitFor('publish', (x) => x.qos === 2 && String(x.payload) === payload);
+    expect(p.dup, 'first PUBLISH').to.equal(false);
+    return p.messageId!;
+  }
+
+  const outboxCount = (): number => gw!.bridge!.stats().outbox.count;
+
+  it('after PUBREC: PUBREL with the same id on the next connection, no second PUBLISH', async () => {
+    await start();
+    const c0 = await hq.connection(0);
+    const id = await event(c0, 'parcel 1');
+    expect(id).to.be.at.least(QOS2_ID_BASE);
+    expect(id).to.equal(qos2PacketId(gw!.bridge!.stats().outbox.lastSeq));
+    c0.send({ cmd: 'pubrec', messageId: id });
+    await c0.waitFor('pubrel', (p) => p.messageId === id);
+    c0.destroy(); // the link drops before PUBCOMP
+    hq.sessionPresent = true;
+    const c1 = await hq.connection(1);
+    await c1.waitFor('pubrel', (p) => p.messageId === id);
+    c1.send({ cmd: 'pubcomp', messageId: id });
+    await until(() => outboxCount() === 0, 'the record leaves the outbox on PUBCOMP');
+    // Something else goes through the same connection, so nothing older is still on its way.
+    const next = await event(c1, 'parcel 2');
+    expect(next).to.equal(id + 1);
+    await expectNoPublish(c1, 'parcel 1');
+  });
+
+  it('before PUBREC: the PUBLISH again with DUP and the same id', async () => {
+    await start();
+    const c0 = await hq.connection(0);
+    const id = await event(c0, 'parcel 1');
+    c0.destroy();
+    hq.sessionPresent = true;
+    const c1 = await hq.connection(1);
+    const again = await c1.waitFor('publish', (p) => p.qos === 2);
+    expect([again.messageId, again.dup, String(again.payload)]).to.deep.equal([id, true, 'parcel 1']);
+    c1.send({ cmd: 'pubrec', messageId: id });
+    await c1.waitFor('pubrel', (p) => p.messageId === id);
+    c1.send({ cmd: 'pubcomp', messageId: id });
+    await until(() => outboxCount() === 0, 'the record leaves the outbox on PUBCOMP');
+  });
+
+  it('without the session: a PUBLISH again, even after PUBREC (HQ has forgotten it)', async () => {
+    await start();
+    const c0 = await hq.connection(0);
+    const id = await event(c0, 'parcel 1');
+    c0.send({ cmd: 'pubrec', messageId: id });
+    await c0.waitFor('pubrel', (p) => p.messageId === id);
+    c0.destroy();
+    hq.sessionPresent = false;
+    const c1 = await hq.connection(1);
+    const again = await c1.waitFor('publish', (p) => p.qos === 2);
+    expect([again.messageId, String(again.payload)]).to.deep.equal([id, 'parcel 1']);
+    expect(outboxCount()).to.equal(1);
+  });
+});
+
+/** No PUBLISH with this payload arrived on the connection (what arrived so far is checked). */
+async function expectNoPublish(c: HqConnection, payload: string): Promise<void> {
+  let found = false;
+  try {
+    await c.waitFor('publish', (p) => String(p.payload) === payload, 1);
+    found = true;
+  } catch {
+    // timed out: none there
+  }
+  expect(found, `a second PUBLISH of ${payload}`).to.equal(false);
+}
