@@ -2,11 +2,15 @@
 // PUBLISH again with DUP and the same packet id, or PUBREL once HQ had answered PUBREC, so HQ's
 // broker delivers the message once. Without the session everything starts again with a PUBLISH.
 // A scripted HQ (scripted-hq.ts) drives the flow packet by packet over real sockets; the gateway
-// is real (Link, its stream tap, the forwarder, the SQLite outbox).
+// is real (Link, its stream tap, the forwarder, the SQLite outbox). Then a real Mosquitto as HQ,
+// behind the fault proxy cutting the link mid-stream: its subscriber gets every event once (when
+// cut flows started again as new PUBLISHes, as before, this test saw duplicates every time).
 import { expect } from 'chai';
 import mqtt, { type MqttClient } from 'mqtt';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { ScriptedQos2Hq, type HqConnection } from '../helpers/scripted-hq.js';
+import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
+import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { QOS2_ID_BASE, qos2PacketId } from '../../src/bridge/qos2-ids.js';
 
 async function until(pred: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
@@ -105,6 +109,58 @@ describe('QoS 2 uplink: a cut flow goes on with its packet id when HQ kept the s
     const again = await c1.waitFor('publish', (p) => p.qos === 2);
     expect([again.messageId, String(again.payload)]).to.deep.equal([id, 'parcel 1']);
     expect(outboxCount()).to.equal(1);
+  });
+});
+
+describe('QoS 2 uplink to a real Mosquitto: exactly once over a link cut again and again', function () {
+  this.timeout(60_000);
+  let hq: Mosquitto | null = null;
+  let proxy: FaultProxy | null = null;
+  let gw: TestGateway | null = null;
+  const clients: MqttClient[] = [];
+
+  afterEach(async () => {
+    await Promise.all(clients.splice(0).map((c) => c.endAsync(true)));
+    await gw?.stop();
+    gw = null;
+    await proxy?.close();
+    proxy = null;
+    await hq?.stop();
+    hq = null;
+  });
+
+  it('every event arrives once at an HQ subscriber while the link is cut mid-stream five times', async () => {
+    hq = await startMosquitto();
+    proxy = await startFaultProxy({ targetPort: hq.port });
+    // HQ's consumer, at QoS 2 and connected throughout.
+    const counts = new Map<string, number>();
+    const sub = await mqtt.connectAsync(`mqtt://${hq.endpoint}`, { clientId: 'hq-app', protocolVersion: 5 });
+    clients.push(sub);
+    sub.on('message', (_t, payload) => counts.set(String(payload), (counts.get(String(payload)) ?? 0) + 1));
+    await sub.subscribeAsync('fleet/gw1/events/#', { qos: 2 });
+    gw = await startTestGateway({
+      uplink: {
+        enabled: true, gateway_id: 'gw1', endpoints: [proxy.endpoint], protocol_version: 5, keepalive_s: 30,
+        connect_timeout_ms: 2000, backoff_initial_ms: 10, backoff_max_ms: 50,
+        routes: [{ local: 'truck/events/#', remote: 'fleet/{gateway}/events/#', qos: 2, class: 'event', ttl_s: 0, store_qos0: true, sign: false }],
+      },
+    });
+    const lan = await mqtt.connectAsync(`mqtt://127.0.0.1:${gw.port}`, { clientId: 'scanner', protocolVersion: 5 });
+    clients.push(lan);
+    const N = 400;
+    await Promise.all(Array.from({ length: N }, (_, i) => lan.publishAsync(`truck/events/e${i % 5}`, `event ${i}`, { qos: 1 })));
+    // Cut each connection after a few KB: flows are cut at every stage (PUBLISH, PUBREC, PUBREL,
+    // PUBCOMP on the wire), and HQ keeps the session (clean start false).
+    for (let cut = 1; cut <= 5; cut++) {
+      proxy.cutAfter(3000 + cut * 700);
+      const p = proxy;
+      await p.until(() => p.stats.cut >= cut, `cut ${cut}`, 10_000);
+    }
+    proxy.clearFaults();
+    await until(() => counts.size === N, `all ${N} events at HQ`, 30_000);
+    await until(() => gw!.bridge!.stats().outbox.count === 0, 'an empty outbox');
+    const twice = [...counts].filter(([, n]) => n > 1).map(([k]) => k);
+    expect(twice, 'delivered more than once').to.deep.equal([]);
   });
 });
 
