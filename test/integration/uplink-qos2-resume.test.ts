@@ -38,11 +38,12 @@ describe('QoS 2 uplink: a cut flow goes on with its packet id when HQ kept the s
     await hq.close();
   });
 
-  async function start(): Promise<void> {
+  async function start(version: 4 | 5 = 5): Promise<void> {
+    if (version !== hq.version) hq = new ScriptedQos2Hq(version);
     const port = await hq.listen();
     gw = await startTestGateway({
       uplink: {
-        enabled: true, gateway_id: 'gw1', endpoints: [`127.0.0.1:${port}`], protocol_version: 5, keepalive_s: 30,
+        enabled: true, gateway_id: 'gw1', endpoints: [`127.0.0.1:${port}`], protocol_version: version, keepalive_s: 30,
         connect_timeout_ms: 2000, backoff_initial_ms: 20, backoff_max_ms: 100,
         routes: [{ local: 'truck/events/#', remote: 'fleet/{gateway}/events/#', qos: 2, class: 'event', ttl_s: 0, store_qos0: true, sign: false }],
         // A downlink route makes the gateway subscribe, which tells the scripted HQ it is ready.
@@ -62,8 +63,14 @@ describe('QoS 2 uplink: a cut flow goes on with its packet id when HQ kept the s
 
   const outboxCount = (): number => gw!.bridge!.stats().outbox.count;
 
-  it('after PUBREC: PUBREL with the same id on the next connection, no second PUBLISH', async () => {
-    await start();
+  for (const version of [5, 4] as const) {
+    it(`after PUBREC: PUBREL with the same id on the next connection, no second PUBLISH (MQTT ${version === 5 ? '5' : '3.1.1'})`, async () => {
+      await resumeAfterPubrec(version);
+    });
+  }
+
+  async function resumeAfterPubrec(version: 4 | 5): Promise<void> {
+    await start(version);
     const c0 = await hq.connection(0);
     const id = await event(c0, 'parcel 1');
     expect(id).to.be.at.least(QOS2_ID_BASE);
@@ -80,7 +87,7 @@ describe('QoS 2 uplink: a cut flow goes on with its packet id when HQ kept the s
     const next = await event(c1, 'parcel 2');
     expect(next).to.equal(id + 1);
     await expectNoPublish(c1, 'parcel 1');
-  });
+  }
 
   it('before PUBREC: the PUBLISH again with DUP and the same id', async () => {
     await start();
