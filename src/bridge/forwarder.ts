@@ -62,6 +62,13 @@ function hasExactlyOnce(link: ForwarderLink): link is ExactlyOnceLink {
   return link.publishExactlyOnce !== undefined && link.release !== undefined;
 }
 
+/** A record as HQ gets it (see Forwarder.message). */
+interface UplinkMessage {
+  topic: string;
+  payload: Buffer;
+  props: Properties | undefined;
+}
+
 /** A QoS 2 record between its first PUBLISH and HQ's PUBCOMP. */
 interface ExactlyOnceRecord {
   rec: OutboxRecord;
@@ -258,11 +265,10 @@ export class Forwarder {
   private window = 0;
   private readonly inFlight = new Map<number, OutboxRecord>();
   /**
-   * QoS 2 records begun and not completed, by seq, and the seq holding each packet id. They
-   * outlive a lost connection: when HQ kept the session they go on with the same id.
+   * QoS 2 records begun and not completed, by seq (at most a few windows of them). They outlive a
+   * lost connection: when HQ kept the session they go on with the same packet id.
    */
   private readonly exactlyOnce = new Map<number, ExactlyOnceRecord>();
-  private readonly exactlyOnceIds = new Map<number, number>();
   /** Newest-per-topic records still to send after the reconnect, in seq order. */
   private fresh: OutboxRecord[] = [];
   /** Seqs sent in the fresh phase of this connection: the backlog skips them. */
@@ -576,30 +582,38 @@ export class Forwarder {
       this.outbox.remove(rec.seq);
       return;
     }
-    const v = this.opts.protocolVersion;
-    const topic = uplinkTopic(rec.topic, rec.seq, this.opts.gatewayId, v, this.opts.sequence311);
-    const signer = this.opts.signer;
-    const signed = signer !== undefined && signer.shouldSign(rec.localTopic);
-    // Only gw and seq to send: the pre-encoded path (QoS 2 has a flow of its own, see sendExactlyOnce).
     const qos = rec.qos;
+    const signed = this.opts.signer?.shouldSign(rec.localTopic) === true;
+    // Only gw and seq to send: the pre-encoded path.
     const numbered = this.numbered !== null && rec.properties === undefined && !signed && qos !== 2;
-    let props: Properties | undefined;
-    let payload = rec.payload;
-    if (!numbered) {
-      props = v === 5 ? uplinkProperties(rec, this.opts.gatewayId, now) : undefined;
-      if (signed) ({ payload, props } = signUplink(signer.key, this.opts.gatewayId, topic, rec, props, v));
-    }
-    if (qos === 2 && hasExactlyOnce(this.link)) {
-      this.sendExactlyOnce(this.link, rec, { topic, payload, props }, false);
+    const m = numbered ? null : this.message(rec, now);
+    if (m !== null && qos === 2 && hasExactlyOnce(this.link)) {
+      this.sendExactlyOnce(this.link, rec, m);
       return;
     }
     const done = this.sent(rec);
     try {
-      if (numbered) this.numbered.link.publishNumbered(topic, payload, qos, this.numbered.gwSeq, rec.seq, done);
-      else this.link.publish(topic, payload, qos, props, done);
+      if (numbered) {
+        const topic = uplinkTopic(rec.topic, rec.seq, this.opts.gatewayId, this.opts.protocolVersion, this.opts.sequence311);
+        this.numbered.link.publishNumbered(topic, rec.payload, qos, this.numbered.gwSeq, rec.seq, done);
+      } else if (m !== null) {
+        this.link.publish(m.topic, m.payload, qos, m.props, done);
+      }
     } catch (err) {
       done(err instanceof Error ? err : new Error(String(err)));
     }
+  }
+
+  /** What HQ gets for a record: its topic, and its payload and properties, signed where a route says so. */
+  private message(rec: OutboxRecord, now: number): UplinkMessage {
+    const v = this.opts.protocolVersion;
+    const topic = uplinkTopic(rec.topic, rec.seq, this.opts.gatewayId, v, this.opts.sequence311);
+    const props = v === 5 ? uplinkProperties(rec, this.opts.gatewayId, now) : undefined;
+    const signer = this.opts.signer;
+    if (signer !== undefined && signer.shouldSign(rec.localTopic)) {
+      return { topic, ...signUplink(signer.key, this.opts.gatewayId, topic, rec, props, v) };
+    }
+    return { topic, payload: rec.payload, props };
   }
 
   /** Counts a record as sent and in flight; returns the callback that completes it, once. */
@@ -620,55 +634,38 @@ export class Forwarder {
   }
 
   /**
-   * QoS 2 with the packet id of its seq. `resume`: the flow began on an earlier connection of
-   * the session HQ kept, so the PUBLISH goes again with DUP, or PUBREL if HQ had sent PUBREC.
+   * QoS 2 with the packet id of its seq: a first PUBLISH of `msg`; or, with `msg` null, the flow
+   * began on an earlier connection of the session HQ kept and goes on: the PUBLISH again with DUP,
+   * or PUBREL if HQ had sent PUBREC.
    */
-  private sendExactlyOnce(
-    link: ExactlyOnceLink, rec: OutboxRecord, msg: { topic: string; payload: Buffer; props: Properties | undefined } | null, resume: boolean,
-  ): void {
+  private sendExactlyOnce(link: ExactlyOnceLink, rec: OutboxRecord, msg: UplinkMessage | null): void {
+    const resume = msg === null;
     const id = qos2PacketId(rec.seq);
-    const holder = this.exactlyOnceIds.get(id);
-    if (holder !== undefined && holder !== rec.seq) {
-      // A record QOS2_ID_COUNT seqs older still holds the id: this one waits its turn.
-      this.retries.push({ rec, at: this.now() + this.retryDelayMs });
-      return;
+    for (const other of this.exactlyOnce.values()) {
+      if (other.rec.seq !== rec.seq && qos2PacketId(other.rec.seq) === id) {
+        // A record QOS2_ID_COUNT seqs older still holds the id: this one waits its turn.
+        this.retries.push({ rec, at: this.now() + this.retryDelayMs });
+        return;
+      }
     }
-    let entry = this.exactlyOnce.get(rec.seq);
-    if (entry === undefined) {
-      entry = { rec, released: false };
-      this.exactlyOnce.set(rec.seq, entry);
-      this.exactlyOnceIds.set(id, rec.seq);
-    }
+    const flow = this.exactlyOnce.get(rec.seq) ?? { rec, released: false };
+    this.exactlyOnce.set(rec.seq, flow);
     const done = this.sent(rec);
     const gen = this.gen;
-    const flow = entry;
     const released = (): void => {
       if (gen === this.gen) flow.released = true;
     };
     try {
       let ok: boolean;
-      if (resume && entry.released) ok = link.release(id, done);
+      if (resume && flow.released) ok = link.release(id, done);
       else {
-        const m = msg ?? this.exactlyOnceMessage(rec);
+        const m = msg ?? this.message(rec, this.now());
         ok = link.publishExactlyOnce(m.topic, m.payload, m.props, id, resume, released, done);
       }
       if (!ok) done(new Error(`packet id ${id} is not free on this connection`));
     } catch (err) {
       done(err instanceof Error ? err : new Error(String(err)));
     }
-  }
-
-  /** The topic, payload and properties of a QoS 2 record as send() builds them. */
-  private exactlyOnceMessage(rec: OutboxRecord): { topic: string; payload: Buffer; props: Properties | undefined } {
-    const v = this.opts.protocolVersion;
-    const topic = uplinkTopic(rec.topic, rec.seq, this.opts.gatewayId, v, this.opts.sequence311);
-    let props = v === 5 ? uplinkProperties(rec, this.opts.gatewayId, this.now()) : undefined;
-    let payload = rec.payload;
-    const signer = this.opts.signer;
-    if (signer !== undefined && signer.shouldSign(rec.localTopic)) {
-      ({ payload, props } = signUplink(signer.key, this.opts.gatewayId, topic, rec, props, v));
-    }
-    return { topic, payload, props };
   }
 
   /**
@@ -679,25 +676,18 @@ export class Forwarder {
   private resumeExactlyOnce(sessionPresent: boolean): void {
     if (!sessionPresent || !hasExactlyOnce(this.link)) {
       this.exactlyOnce.clear();
-      this.exactlyOnceIds.clear();
       return;
     }
     const link = this.link;
     const entries = [...this.exactlyOnce.values()].sort((a, b) => a.rec.seq - b.rec.seq);
-    for (const e of entries) this.sendExactlyOnce(link, e.rec, null, true);
-  }
-
-  private endExactlyOnce(seq: number): void {
-    if (!this.exactlyOnce.delete(seq)) return;
-    const id = qos2PacketId(seq);
-    if (this.exactlyOnceIds.get(id) === seq) this.exactlyOnceIds.delete(id);
+    for (const e of entries) this.sendExactlyOnce(link, e.rec, null);
   }
 
   private completed(rec: OutboxRecord, gen: number, err: Error | null): void {
     if (gen !== this.gen) return; // an older connection: the record goes again on this one
     this.inFlight.delete(rec.seq);
     // PUBCOMP, or a PUBREC that refused: HQ's flow for this id is over either way.
-    if (rec.qos === 2) this.endExactlyOnce(rec.seq);
+    if (rec.qos === 2) this.exactlyOnce.delete(rec.seq);
     if (!err) {
       this.outbox.remove(rec.seq);
       this.st.acked++;
@@ -716,8 +706,8 @@ export class Forwarder {
     }
     // Refill in groups: a socket write (and a wake-up of HQ) per group of records, not per
     // acknowledgement: about a quarter less truck CPU per drained message on loopback, together
-    // with removals committed in groups (bench A/B). A slow link is not held back for long: a group that does
-    // not fill goes after REFILL_WAIT_MS.
+    // with removals committed in groups (bench A/B). A slow link is not held back for long: a
+    // group that does not fill goes after REFILL_WAIT_MS.
     if (this.inFlight.size === 0 || this.window - this.inFlight.size >= this.refillGroup) this.pumpSoon();
     else this.refillTimer ??= setTimeout(this.onRefillTimer, REFILL_WAIT_MS);
   }

@@ -35,15 +35,15 @@
 //   packet part), more than the rest of the uplink; and a QoS 2 record must keep its packet id
 //   across connections, which a new MQTT.js client per connection cannot do.
 import { readFileSync } from 'node:fs';
-import mqtt, { type IClientOptions, type IClientPublishOptions, type IConnackPacket, type IPublishPacket, type IStore, type MqttClient } from 'mqtt';
+import mqtt, { type IClientOptions, type IConnackPacket, type IPublishPacket, type IStore, type MqttClient } from 'mqtt';
 import type { Logger } from '../diagnostics/log.js';
 import type { InternalPublish } from '../broker/message.js';
-import type { Properties, QoS, UserProperties } from '../mqtt/packets.js';
+import { PacketType, type Properties, type QoS, type UserProperties } from '../mqtt/packets.js';
 import type { UplinkConfig } from '../config/schema.js';
 import { Backoff } from './backoff.js';
 import { expandGateway } from './routes.js';
 import type { ForwarderLink } from './forwarder.js';
-import { writePublish, writePublishNumbered, type NumberedUserProperties, type PublishSource } from '../mqtt/codec/encode.js';
+import { writeAck, writePublish, writePublishNumbered, type NumberedUserProperties, type PublishSource } from '../mqtt/codec/encode.js';
 import { OutBuffer } from '../mqtt/codec/out-buffer.js';
 import { AckTap, HqStream, PUBACK, PUBCOMP, PUBREC, type HqSocketOptions } from './hq-stream.js';
 import { QOS2_ID_BASE } from './qos2-ids.js';
@@ -107,7 +107,6 @@ class PublishRefused extends Error {
 }
 
 type ClientOptions = IClientOptions;
-type MqttPublishProperties = NonNullable<IClientPublishOptions['properties']>;
 type MqttPacket = IPublishPacket;
 
 export const LINK_STATE_TOPIC = 'convoy/uplink/state';
@@ -187,28 +186,6 @@ export function parseEndpoint(ep: string): { host: string; port: number } {
   return { host: ep.slice(0, i), port: Number(ep.slice(i + 1)) };
 }
 
-/** Our properties → MQTT.js's publish properties (user properties as an object of arrays). */
-export function toMqttJsProperties(p: Properties | undefined): MqttPublishProperties | undefined {
-  if (!p) return undefined;
-  const out: MqttPublishProperties = {};
-  if (p.payloadFormatIndicator !== undefined) out.payloadFormatIndicator = p.payloadFormatIndicator === 1;
-  if (p.messageExpiryInterval !== undefined) out.messageExpiryInterval = p.messageExpiryInterval;
-  if (p.contentType !== undefined) out.contentType = p.contentType;
-  if (p.responseTopic !== undefined) out.responseTopic = p.responseTopic;
-  if (p.correlationData !== undefined) out.correlationData = p.correlationData;
-  if (p.userProperties && p.userProperties.length > 0) {
-    const up: Record<string, string | string[]> = {};
-    for (const [k, v] of p.userProperties) {
-      const cur = up[k];
-      if (cur === undefined) up[k] = v;
-      else if (Array.isArray(cur)) cur.push(v);
-      else up[k] = [cur, v];
-    }
-    out.userProperties = up;
-  }
-  return out;
-}
-
 /** MQTT.js's received properties → ours (application properties only). */
 export function fromMqttJsProperties(p: MqttPacket['properties'] | undefined): Properties | undefined {
   if (!p) return undefined;
@@ -235,6 +212,14 @@ function errorText(err: unknown): string {
     return typeof code === 'number' || typeof code === 'string' ? `${err.message} (${code})` : err.message;
   }
   return String(err);
+}
+
+/** A whole topic string and payload as the encoder's source. */
+function publishSource(topic: string, payload: Buffer): PublishSource {
+  return {
+    topic, topicLength: Buffer.byteLength(topic), topicBuf: null, topicOffset: 0,
+    payloadBuf: payload, payloadStart: 0, payloadEnd: payload.length,
+  };
 }
 
 /** One of our QoS 2 uplink publishes on the current connection. */
@@ -357,18 +342,18 @@ export class Link implements ForwarderLink {
     if (wasUp) this.emit('down', 'stopped');
   }
 
-  /** ForwarderLink: one PUBLISH to HQ. Ignored (callback never runs) when the link is not up. */
+  /**
+   * ForwarderLink: one QoS 0/1 PUBLISH to HQ (QoS 2 goes through publishExactlyOnce, which the
+   * forwarder uses whenever the link has it). Ignored (callback never runs) when the link is not up.
+   */
   publish(topic: string, payload: Buffer, qos: QoS, properties: Properties | undefined, done: (err: Error | null) => void): void {
     const client = this.client;
     if (!client || this.st.state !== 'up') return;
-    if (qos !== 2) {
-      this.publishDirect(client, topic, payload, qos, properties, done);
+    if (qos === 2) {
+      done(new Error('uplink QoS 2 is sent with publishExactlyOnce'));
       return;
     }
-    const props = this.version === 5 ? toMqttJsProperties(properties) : undefined;
-    client.publish(topic, payload, props ? { qos, retain: false, properties: props } : { qos, retain: false }, (err) => {
-      done(err ?? null);
-    });
+    this.publishDirect(client, topic, payload, qos, properties, done);
   }
 
   /**
@@ -399,11 +384,7 @@ export class Link implements ForwarderLink {
     const client = this.client;
     if (!client || this.st.state !== 'up' || this.exactlyOnce.has(id)) return false;
     this.exactlyOnce.set(id, { released, done, pubrelSent: false });
-    const src: PublishSource = {
-      topic, topicLength: Buffer.byteLength(topic), topicBuf: null, topicOffset: 0,
-      payloadBuf: payload, payloadStart: 0, payloadEnd: payload.length,
-    };
-    writePublish(this.outgoing, this.version, src, 2, false, dup, id, this.version === 5 ? properties : undefined);
+    writePublish(this.outgoing, this.version, publishSource(topic, payload), 2, false, dup, id, this.version === 5 ? properties : undefined);
     this.queueFlush(client);
     return true;
   }
@@ -422,13 +403,7 @@ export class Link implements ForwarderLink {
   }
 
   private writePubrel(client: MqttClient, id: number): void {
-    const out = this.outgoing;
-    const slab = out.reserve(4);
-    slab[out.pos] = 0x62;
-    slab[out.pos + 1] = 2;
-    slab[out.pos + 2] = id >> 8;
-    slab[out.pos + 3] = id & 0xff;
-    out.pos += 4;
+    writeAck(this.outgoing, PacketType.PUBREL, id, this.version);
     this.queueFlush(client);
   }
 
@@ -462,11 +437,7 @@ export class Link implements ForwarderLink {
   ): void {
     const id = this.directPacketId(qos, done);
     if (id === null) return;
-    const src: PublishSource = {
-      topic, topicLength: Buffer.byteLength(topic), topicBuf: null, topicOffset: 0,
-      payloadBuf: payload, payloadStart: 0, payloadEnd: payload.length,
-    };
-    writePublish(this.outgoing, this.version, src, qos, false, false, id, this.version === 5 ? properties : undefined);
+    writePublish(this.outgoing, this.version, publishSource(topic, payload), qos, false, false, id, this.version === 5 ? properties : undefined);
     this.directWritten(client, qos, done);
   }
 
