@@ -15,6 +15,7 @@ import { defaultConfig } from '../../src/config/load.js';
 import type { UplinkConfig } from '../../src/config/schema.js';
 import { silentLogger } from '../../src/diagnostics/log.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { until } from '../helpers/until.js';
 
 /** A minimal in-memory outbox (no budget): enough for the bridge's behaviour. */
 class MemoryOutbox implements Outbox {
@@ -177,14 +178,6 @@ class Inbox {
       };
       check();
     });
-  }
-}
-
-async function until(pred: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
   }
 }
 

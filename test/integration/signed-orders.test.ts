@@ -15,6 +15,7 @@ import type { OrderRejectReason } from '../../src/security/order-verifier.js';
 import { encodeEnvelope, keyId, signatureProperties, signOrder, type SignedOrder } from '../../src/security/signing.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
+import { until } from '../helpers/until.js';
 
 const hqKey = generateKeyPairSync('ed25519');
 const stranger = generateKeyPairSync('ed25519');
@@ -72,14 +73,6 @@ function subscribe(c: MqttClient, topic: string): Promise<void> {
 
 function publish(c: MqttClient, topic: string, payload: Buffer | string, opts: IClientPublishOptions = { qos: 1 }): Promise<void> {
   return new Promise((resolve, reject) => c.publish(topic, payload, opts, (err) => (err ? reject(err) : resolve())));
-}
-
-async function until(pred: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 const nowS = (): number => Math.floor(Date.now() / 1000);

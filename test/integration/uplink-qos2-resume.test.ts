@@ -12,14 +12,7 @@ import { ScriptedQos2Hq, type HqConnection } from '../helpers/scripted-hq.js';
 import { startMosquitto, type Mosquitto } from '../helpers/mosquitto.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { QOS2_ID_BASE, qos2PacketId } from '../../src/bridge/qos2-ids.js';
-
-async function until(pred: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setImmediate(r));
-  }
-}
+import { until } from '../helpers/until.js';
 
 describe('QoS 2 uplink: a cut flow goes on with its packet id when HQ kept the session', function () {
   this.timeout(30_000);
