@@ -1,5 +1,6 @@
 // Building and running the shared C load generator (mqttbench.c), and building the benchmark's
-// other C piece, the slow-storage shim (bench/slow-fsync.c).
+// own C pieces: the slow-storage shim (bench/slow-fsync.c) and the persistent-session subscriber
+// (bench/persistent-sub.c).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
