@@ -267,7 +267,7 @@ const UPLINK_OUTBOX_BUDGET = 4 * 2 ** 30;
  * uplink to 127.0.0.1:hqPort over MQTT 5, route bench/# -> fleet/{gateway}/bench/# at QoS 1,
  * class telemetry, no drain pacing.
  */
-export function convoyUplinkConfig(port: number, dataDir: string, hqPort: number): string {
+export function convoyUplinkConfig(port: number, dataDir: string, hqPort: number, window = UPLINK_INFLIGHT): string {
   return [
     convoyConfig(port, dataDir, true).trimEnd(),
     '[uplink]',
@@ -287,7 +287,7 @@ export function convoyUplinkConfig(port: number, dataDir: string, hqPort: number
     // The backlog is drained as fast as HQ takes it (the truck config paces it for LTE).
     'drain_rate_msgs = 0',
     'drain_rate_bytes = 0',
-    `inflight_window = ${UPLINK_INFLIGHT}`,
+    `inflight_window = ${window}`,
     '',
   ].join('\n');
 }
@@ -321,8 +321,8 @@ export function mosquittoTruckConfig(port: number, dataDir: string, hqPort: numb
  * restart (no message is dropped for want of a subscriber while it reconnects); with
  * autosave_interval at 1800 s it writes only at shutdown, never during a measurement.
  */
-export function mosquittoHqConfig(port: number, dataDir: string): string {
-  return mosquittoConfig(port, dataDir).replace(/^max_inflight_messages \d+$/m, `max_inflight_messages ${UPLINK_INFLIGHT}`);
+export function mosquittoHqConfig(port: number, dataDir: string, window = UPLINK_INFLIGHT): string {
+  return mosquittoConfig(port, dataDir).replace(/^max_inflight_messages \d+$/m, `max_inflight_messages ${window}`);
 }
 
 /** A broker process started from a ready config text in a directory the caller owns. */

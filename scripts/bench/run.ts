@@ -91,6 +91,8 @@ const USAGE = `usage: node dist/scripts/bench/run.js [options]   (or: npm run be
                       env CONVOY_BENCH_BROKERS). One name = that broker on both sides,
                       e.g. --brokers mosquitto for a Mosquitto-vs-Mosquitto sanity check
   --uplink-backlog N  uplink-drain: backlog size (default ${UPLINK_BACKLOG}, --quick ${UPLINK_BACKLOG_QUICK})
+  --uplink-window N   uplink-drain: HQ's receive maximum (its max_inflight_messages) and Convoy's
+                      inflight_window (default ${UPLINK_INFLIGHT})
   --fsync-delay-us N  every fsync/fdatasync of the brokers under test (the uplink's truck, not
                       HQ) takes N µs longer: storage as slow as an SD card (LD_PRELOAD shim
                       bench/slow-fsync.c, built with gcc; default 0 = the machine's own disk)
@@ -114,6 +116,8 @@ interface Options {
   save: boolean;
   /** uplink-drain backlog size. */
   uplinkBacklog: number;
+  /** uplink-drain: HQ's receive maximum and Convoy's inflight_window. */
+  uplinkWindow: number;
   /** Added to every fsync of the brokers under test (0: none). */
   fsyncDelayUs: number;
   /** Write bandwidth an fsync of the brokers under test waits for, KB/s (0: none). */
@@ -138,6 +142,7 @@ function parseCli(argv: string[]): Options | null {
       only: { type: 'string', multiple: true },
       brokers: { type: 'string' },
       'uplink-backlog': { type: 'string' },
+      'uplink-window': { type: 'string' },
       'fsync-delay-us': { type: 'string' },
       'storage-kb-s': { type: 'string' },
       'no-save': { type: 'boolean', default: false },
@@ -192,7 +197,9 @@ function parseCli(argv: string[]): Options | null {
   if (!Number.isInteger(fsyncDelayUs) || fsyncDelayUs < 0) throw new Error(`--fsync-delay-us must be an integer >= 0, got ${values['fsync-delay-us']}`);
   const storageKbS = Number(values['storage-kb-s'] ?? 0);
   if (!Number.isInteger(storageKbS) || storageKbS < 0) throw new Error(`--storage-kb-s must be an integer >= 0, got ${values['storage-kb-s']}`);
-  return { runs, quick, scenarios, sides, save: !(values['no-save'] ?? false), uplinkBacklog, fsyncDelayUs, storageKbS };
+  const uplinkWindow = Number(values['uplink-window'] ?? UPLINK_INFLIGHT);
+  if (!Number.isInteger(uplinkWindow) || uplinkWindow < 1 || uplinkWindow > 65535) throw new Error(`--uplink-window must be an integer 1-65535, got ${values['uplink-window']}`);
+  return { runs, quick, scenarios, sides, save: !(values['no-save'] ?? false), uplinkBacklog, uplinkWindow, fsyncDelayUs, storageKbS };
 }
 
 function findRoot(): string {
@@ -470,6 +477,7 @@ async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts,
     drainWriteBytes: null,
     drainCpuS: null,
     drainMainCpuS: null,
+    hqDrainCpuS: null,
     backlogRssKb: null,
     reconnectS: null,
     drainS: null,
@@ -482,7 +490,7 @@ async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts,
   const hqPort = await freeStablePort();
   let port = await freePort();
   while (port === hqPort) port = await freePort();
-  const hqConf = mosquittoHqConfig(hqPort, hqData);
+  const hqConf = mosquittoHqConfig(hqPort, hqData, opts.uplinkWindow);
   const startHq = (): Promise<ConfiguredBroker> => startConfigured('mosquitto', 'HQ mosquitto', root, dir, 'hq', hqPort, hqConf);
   let hq: ConfiguredBroker | null = null;
   let truck: ConfiguredBroker | null = null;
@@ -490,7 +498,7 @@ async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts,
   try {
     hq = await startHq();
     const truckConf =
-      side.kind === 'convoy' ? convoyUplinkConfig(port, truckData, hqPort) : mosquittoTruckConfig(port, truckData, hqPort);
+      side.kind === 'convoy' ? convoyUplinkConfig(port, truckData, hqPort, opts.uplinkWindow) : mosquittoTruckConfig(port, truckData, hqPort);
     truck = await startConfigured(side.kind, side.label, root, dir, 'truck', port, truckConf);
     const pid = truck.pid;
     const tr = truck;
@@ -547,8 +555,10 @@ async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts,
     const mainTicks0 = readMainThreadCpuTicks(pid);
     const tHqUs = Number(process.hrtime.bigint() / 1000n);
     hq = await startHq();
+    const hqTicks0 = readCpuTicks(hq.pid);
     const sub = await startPersistentSub(subBinary, hqPort, backlog, Math.ceil(uplinkWaitMs(backlog) / 1000), UPLINK_SUB_ID, UPLINK_FILTER);
     const d = await finishPersistentSub(sub, uplinkWaitMs(backlog));
+    u.hqDrainCpuS = (readCpuTicks(hq.pid) - hqTicks0) / clockTicks();
     await sleep(DURABLE_SETTLE_MS);
     rec.passes.drain = d.json;
     if (isRunning(tr.proc)) {
@@ -1007,10 +1017,10 @@ async function main(): Promise<void> {
         convoy_durable: convoyConfig(0, '<tmpdir>/data', true).replace('port = 0', 'port = <free port>'),
         mosquitto_durable: mosquittoConfig(0, '<tmpdir>/data').replace('listener 0', 'listener <free port>'),
         max_inflight: MAX_INFLIGHT,
-        convoy_uplink: convoyUplinkConfig(0, '<tmpdir>/data', 1).replace('port = 0', 'port = <free port>').replace('127.0.0.1:1"', '127.0.0.1:<hq port>"'),
+        convoy_uplink: convoyUplinkConfig(0, '<tmpdir>/data', 1, opts.uplinkWindow).replace('port = 0', 'port = <free port>').replace('127.0.0.1:1"', '127.0.0.1:<hq port>"'),
         mosquitto_truck: mosquittoTruckConfig(0, '<tmpdir>/data', 1).replace('listener 0', 'listener <free port>').replace('127.0.0.1:1\n', '127.0.0.1:<hq port>\n'),
-        mosquitto_hq: mosquittoHqConfig(0, '<tmpdir>/hq').replace('listener 0', 'listener <hq port>'),
-        uplink_inflight: UPLINK_INFLIGHT,
+        mosquitto_hq: mosquittoHqConfig(0, '<tmpdir>/hq', opts.uplinkWindow).replace('listener 0', 'listener <hq port>'),
+        uplink_inflight: opts.uplinkWindow,
         convoy_command: ['node', ...convoyNodeFlags(), path.relative(root, convoyMain(root)), 'run', '--config', '<file>'].join(' '),
       },
       table: results.map((r) => ({

@@ -54,6 +54,11 @@ export interface UplinkMeasures {
   drainCpuS: number | null;
   /** The part of drainCpuS spent on the main thread (the rest: writer thread, libuv pool). */
   drainMainCpuS: number | null;
+  /**
+   * HQ's CPU from its restart until the backlog reached the subscriber: what each drained
+   * message costs the HQ broker (Convoy's carry the gw and seq user properties).
+   */
+  hqDrainCpuS: number | null;
   /** Truck broker VmRSS right after the backlog was published with HQ down (the backlog held). */
   backlogRssKb: number | null;
   /** HQ restart (spawn) -> first / last backlog message at the HQ subscriber. */
@@ -562,6 +567,8 @@ export const SCENARIOS: readonly Scenario[] = [
       },
       uplinkLower('drain_cpu_us_per_msg', '(b) truck broker CPU per backlog message, drain', 'µs/msg', (u) =>
         u.drainCpuS !== null && u.backlog > 0 ? (u.drainCpuS * 1e6) / u.backlog : null),
+      uplinkLower('hq_drain_cpu_us_per_msg', '(b) HQ broker CPU per backlog message, drain', 'µs/msg', (u) =>
+        u.hqDrainCpuS !== null && u.backlog > 0 ? (u.hqDrainCpuS * 1e6) / u.backlog : null),
       uplinkLower('backlog_rss_mb', '(b) truck broker RSS holding the backlog (HQ down)', 'MB', (u) =>
         u.backlogRssKb !== null ? u.backlogRssKb / 1024 : null),
       uplinkDisk('disk_backlog_pub', '(c) disk per message, backlog publish (HQ down)', (u) => u.backlogPubWriteBytes, (u) => u.backlog),

@@ -90,7 +90,9 @@ export class AckTap {
           break;
         }
         if (rem >= 2 && this.onAck(buf.readUInt16BE(h), rem >= 3 ? buf[h + 2]! : 0, first)) {
-          (pieces ??= []).push(buf.subarray(keepFrom, i));
+          // (Back-to-back acknowledgements leave nothing between them to keep.)
+          if (i > keepFrom) (pieces ??= []).push(buf.subarray(keepFrom, i));
+          else pieces ??= [];
           keepFrom = i + total;
         }
         i += total;
@@ -106,6 +108,7 @@ export class AckTap {
     const end = this.held === null ? len : len - this.held.length;
     if (pieces === null) return end === len && buf === chunk ? chunk : end > 0 ? buf.subarray(0, end) : null;
     if (keepFrom < end) pieces.push(buf.subarray(keepFrom, end));
+    if (pieces.length === 0) return null;
     const out = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
     return out.length > 0 ? out : null;
   }

@@ -14,8 +14,12 @@
 //   the grouped commit that made it durable, and onCommitted listeners are told then (the
 //   forwarder reads on that signal). Records whose time to live has passed are dropped on the way
 //   and counted as expired.
-// - Every append and removal is pending work of the state store's next grouped commit; onWrite is
-//   called for each so the broker holds the publisher's acknowledgement until that commit.
+// - Every append and removal is pending work of the state store's grouped commits. onWrite is
+//   called for each append, so the broker holds the publisher's acknowledgement until that commit.
+//   Removals (acknowledged by HQ, evicted, expired) wait for no acknowledgement and commit on the
+//   store's own schedule (a crash before it brings a record back: sent again, never lost); flagging
+//   them to the broker made every commit's completion start the next one, which the store then
+//   sealed with a handful of deletes: about 330 commits/s during a drain instead of about 80.
 import fs from 'node:fs';
 import { encodeProperties } from '../store/sqlite-state-store.js';
 import type { OutboxRow, OutboxStore } from '../store/outbox-store.js';
@@ -62,7 +66,7 @@ export interface CreateOutboxOptions {
   /** A directory on the filesystem the floor applies to (data_dir); omitted: no floor check. */
   dataDir?: string;
   now?: () => number;
-  /** Called for every append and removal (the broker then holds acks for the commit). */
+  /** Called for every append (the broker then holds the publisher's ack for the commit). */
   onWrite?: () => void;
   /** Default fs.statfsSync (a seam for tests). */
   statfs?: (dir: string) => FsSpace;
@@ -121,7 +125,6 @@ export function createOutbox(opts: CreateOutboxOptions): OutboxHandle {
       const size = recordSize(rec);
       const t = now();
       const cap = capacity(t);
-      let wrote = false;
       if (store.totalBytes() + size > cap) {
         const totals = store.totals();
         const expiredRefs = store.expired(t, EXPIRED_SCAN_LIMIT);
@@ -137,12 +140,10 @@ export function createOutbox(opts: CreateOutboxOptions): OutboxHandle {
             if (store.delete(r.seq) === null) continue;
             dropped.expired++;
             remaining -= r.size;
-            wrote = true;
           }
         }
         if (!d.accept) {
           dropped.refused_full++;
-          if (wrote) onWrite();
           return null;
         }
         for (const { cls } of d.evict) {
@@ -181,50 +182,34 @@ export function createOutbox(opts: CreateOutboxOptions): OutboxHandle {
     },
 
     remove(seq) {
-      if (store.delete(seq) !== null) onWrite();
+      store.delete(seq);
     },
 
     next(cls: OutboxClass, afterSeq: number, limit: number) {
       const out: OutboxRecord[] = [];
       const t = now();
       let after = afterSeq;
-      let wrote = false;
       while (out.length < limit) {
         const want = limit - out.length;
         const rows = store.readCommitted(cls, after, want);
         for (const row of rows) {
-          if (isExpired(row, t)) {
-            if (store.delete(row.seq) !== null) {
-              dropped.expired++;
-              wrote = true;
-            }
-          } else {
-            out.push(row);
-          }
+          if (!isExpired(row, t)) out.push(row);
+          else if (store.delete(row.seq) !== null) dropped.expired++;
         }
         const last = rows[rows.length - 1];
         if (rows.length < want || last === undefined) break;
         after = last.seq;
       }
-      if (wrote) onWrite();
       return out;
     },
 
     newestPerTopic(cls: OutboxClass, limit: number) {
       const t = now();
       const out: OutboxRecord[] = [];
-      let wrote = false;
       for (const row of store.newestPerTopic(cls, limit)) {
-        if (isExpired(row, t)) {
-          if (store.delete(row.seq) !== null) {
-            dropped.expired++;
-            wrote = true;
-          }
-        } else {
-          out.push(row);
-        }
+        if (!isExpired(row, t)) out.push(row);
+        else if (store.delete(row.seq) !== null) dropped.expired++;
       }
-      if (wrote) onWrite();
       return out;
     },
 
