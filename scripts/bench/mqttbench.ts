@@ -4,7 +4,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { spawnWithFdLimit, stopProcess } from './proc.js';
+import { isRunning, spawnWithFdLimit, stopProcess, waitFor, type Spawned } from './proc.js';
 
 /** A C source built with gcc into bench/.build/. */
 export interface BuiltBinary {
@@ -142,4 +142,35 @@ export function mqttbenchVersion(binary: string): string {
   // --help prints its banner ("mqttbench 1.0 - ...") on stderr.
   const r = spawnSync(binary, ['--help'], { encoding: 'utf8' });
   return /mqttbench (\S+)/.exec(`${r.stdout ?? ''}${r.stderr ?? ''}`)?.[1] ?? 'unknown';
+}
+
+/** Starts the persistent-session subscriber and waits until its subscription is acknowledged. */
+export async function startPersistentSub(
+  subBinary: string,
+  port: number,
+  expected: number,
+  timeoutS: number,
+  clientId: string,
+  filter: string,
+): Promise<Spawned> {
+  const p = spawnWithFdLimit(subBinary, [
+    '--port', String(port),
+    '--expected', String(expected),
+    '--client-id', clientId,
+    '--filter', filter,
+    '--timeout', String(timeoutS + 60),
+  ]);
+  const ready = await waitFor(() => p.stdout.toString().includes('"ready":true') || !isRunning(p), 15_000);
+  if (!ready || !isRunning(p)) {
+    await stopProcess(p, 500);
+    throw new Error(`the persistent subscriber did not subscribe:\n${p.stdout.toString()}${p.stderr.toString()}`);
+  }
+  return p;
+}
+
+/** Waits for the subscriber to have everything (it exits), else stops it: it then reports what it has. */
+export async function finishPersistentSub(p: Spawned, waitMs: number): Promise<{ exitCode: number | null; json: BenchJson | null; stderr: string }> {
+  if (!(await waitFor(() => !isRunning(p), waitMs, 10))) await stopProcess(p, 3000);
+  const { code } = await p.exited;
+  return { exitCode: code, json: lastJsonLine(p.stdout.toString(), (l) => l.includes('"ready":true')), stderr: p.stderr.toString() };
 }

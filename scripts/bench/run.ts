@@ -37,7 +37,10 @@ import {
   type BrokerSide,
   type ConfiguredBroker,
 } from './brokers.js';
-import { ensureMqttbench, ensurePersistentSub, ensureSlowFsync, lastJsonLine, mqttbenchVersion, num, runMqttbench, type BenchJson, type BenchRun } from './mqttbench.js';
+import {
+  ensureMqttbench, ensurePersistentSub, ensureSlowFsync, finishPersistentSub, mqttbenchVersion, num, runMqttbench,
+  startPersistentSub, type BenchJson, type BenchRun,
+} from './mqttbench.js';
 import {
   clockTicks,
   fsyncProbeUs,
@@ -48,10 +51,6 @@ import {
   readStatusKb,
   readWriteBytes,
   sleep,
-  spawnWithFdLimit,
-  stopProcess,
-  waitFor,
-  type Spawned,
 } from './proc.js';
 import {
   DURABLE_CLIENT_ID,
@@ -340,37 +339,6 @@ async function runPlain(sc: Scenario, broker: Broker, rec: RunRecord, { opts, bi
   }
 }
 
-/** Starts the persistent-session subscriber and waits until its subscription is acknowledged. */
-async function startPersistentSub(
-  subBinary: string,
-  port: number,
-  expected: number,
-  timeoutS: number,
-  clientId = DURABLE_CLIENT_ID,
-  filter = DURABLE_FILTER,
-): Promise<Spawned> {
-  const p = spawnWithFdLimit(subBinary, [
-    '--port', String(port),
-    '--expected', String(expected),
-    '--client-id', clientId,
-    '--filter', filter,
-    '--timeout', String(timeoutS + 60),
-  ]);
-  const ready = await waitFor(() => p.stdout.toString().includes('"ready":true') || !isRunning(p), 15_000);
-  if (!ready || !isRunning(p)) {
-    await stopProcess(p, 500);
-    throw new Error(`the persistent subscriber did not subscribe:\n${p.stdout.toString()}${p.stderr.toString()}`);
-  }
-  return p;
-}
-
-/** Waits for the subscriber to have everything (it exits), else stops it: it then reports what it has. */
-async function finishPersistentSub(p: Spawned, waitMs: number): Promise<{ exitCode: number | null; json: BenchJson | null; stderr: string }> {
-  if (!(await waitFor(() => !isRunning(p), waitMs, 10))) await stopProcess(p, 3000);
-  const { code } = await p.exited;
-  return { exitCode: code, json: lastJsonLine(p.stdout.toString(), (l) => l.includes('"ready":true')), stderr: p.stderr.toString() };
-}
-
 function errText(j: BenchJson | null): string {
   return typeof j?.error === 'string' ? j.error : '';
 }
@@ -400,7 +368,7 @@ async function runDurable(sc: Scenario, broker: Broker, rec: RunRecord, { opts, 
   const expected = (warm: boolean): number => sc.expected?.(opts.quick, warm) ?? 0;
   const warm = sc.warmupFlags(opts.quick);
   if (warm) {
-    const sub = await startPersistentSub(subBinary, broker.port, expected(true), timeoutS);
+    const sub = await startPersistentSub(subBinary, broker.port, expected(true), timeoutS, DURABLE_CLIENT_ID, DURABLE_FILTER);
     const w = await runMqttbench(
       binary,
       [...commonFlags(broker.port, broker.pid, `${sc.name}-warmup`), ...warm, '-t', String(timeoutS)],
@@ -410,7 +378,7 @@ async function runDurable(sc: Scenario, broker: Broker, rec: RunRecord, { opts, 
     rec.warmup = { exitCode: w.exitCode === 0 ? ws.exitCode : w.exitCode, throughput: num(ws.json, 'throughput') };
   }
   rec.fsyncP50Us = fsyncProbeUs(broker.dataDir);
-  const sub = await startPersistentSub(subBinary, broker.port, expected(false), timeoutS);
+  const sub = await startPersistentSub(subBinary, broker.port, expected(false), timeoutS, DURABLE_CLIENT_ID, DURABLE_FILTER);
   const io0 = readWriteBytes(broker.pid);
   const ticks0 = readCpuTicks(broker.pid);
   const mainTicks0 = readMainThreadCpuTicks(broker.pid);

@@ -495,7 +495,8 @@ export const SCENARIOS: readonly Scenario[] = [
   {
     name: 'uplink-drain',
     title:
-      'uplink to an HQ Mosquitto: truck broker (Convoy uplink / Mosquitto bridge, MQTT 5, QoS 1, window 64) ' +
+      'uplink to an HQ Mosquitto: truck broker (Convoy uplink / Mosquitto bridge, MQTT 5, QoS 1; HQ receive maximum = ' +
+      'Convoy inflight_window = --uplink-window, which the Mosquitto bridge does not respect: inflight-probe.js) ' +
       `bench/# -> fleet/gw1/bench/#; 10 publishers, ${DURABLE_PAYLOAD} B; steady with the link up, then a backlog with HQ down`,
     kind: 'pubsub',
     driver: 'uplink',
