@@ -278,6 +278,8 @@ export class Forwarder {
   private readonly cursor = new Map<OutboxClass, number>();
   private readonly exhausted = new Map<OutboxClass, boolean>();
   private retries: Retry[] = [];
+  /** What peekBacklog returned last came from `retries`. */
+  private peekedRetry = false;
   private msgBucket: TokenBucket | null;
   private byteBucket: TokenBucket | null;
   private pumpScheduled = false;
@@ -495,9 +497,8 @@ export class Forwarder {
         continue;
       }
       // 2. The backlog (and records HQ refused for now, once their delay has passed).
-      const next = this.peekBacklog(now);
-      if (!next) return;
-      const { rec, from } = next;
+      const rec = this.peekBacklog(now);
+      if (!rec) return;
       if (rec.cls !== 'alarm') {
         const wait = this.pacingWait(rec, now);
         if (wait > 0) {
@@ -505,7 +506,7 @@ export class Forwarder {
           return;
         }
       }
-      if (from === 'retry') this.retries.shift();
+      if (this.peekedRetry) this.retries.shift();
       else this.buffers.get(rec.cls)!.shift();
       this.spendPacing(rec, now);
       this.send(rec, now);
@@ -532,16 +533,23 @@ export class Forwarder {
     this.byteBucket?.spend(this.cost(rec), now);
   }
 
-  /** The next backlog record without taking it: a due retry, else the head of the highest class. */
-  private peekBacklog(now: number): { rec: OutboxRecord; from: 'retry' | 'class' } | null {
+  /**
+   * The next backlog record without taking it: a due retry, else the head of the highest class
+   * (peekedRetry says which: no object per message for it).
+   */
+  private peekBacklog(now: number): OutboxRecord | null {
     const r = this.retries[0];
+    this.peekedRetry = false;
     if (r) {
-      if (r.at <= now) return { rec: r.rec, from: 'retry' };
+      if (r.at <= now) {
+        this.peekedRetry = true;
+        return r.rec;
+      }
       this.wakeAt(r.at);
     }
     for (const cls of OUTBOX_CLASSES) {
       const rec = this.headOf(cls);
-      if (rec) return { rec, from: 'class' };
+      if (rec) return rec;
     }
     return null;
   }

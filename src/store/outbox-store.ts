@@ -560,20 +560,28 @@ export class SqliteOutboxStore extends OutboxStoreBase {
   }
 
   /**
-   * forget() for many segments in one pass per class: a drain empties segments at the head of a
-   * class's list, and splicing them out one by one moved the whole list each time.
+   * forget() for many segments: each found by bisection, then taken out in runs. A drain empties
+   * segments at the head of a class's list, where a splice is cheap; one by one, each forget()
+   * searched and moved the whole list.
    */
   private forgetAll(gone: Set<Segment>): void {
-    const classes = new Set<OutboxClass>();
-    for (const seg of gone) classes.add(seg.cls);
-    for (const cls of classes) {
+    const at: Partial<Record<OutboxClass, number[]>> = {};
+    for (const seg of gone) {
+      const i = segmentAtOrBefore(this.segments[seg.cls], seg.id);
+      if (i >= 0 && this.segments[seg.cls][i] === seg) (at[seg.cls] ??= []).push(i);
+    }
+    for (const cls of OUTBOX_CLASSES) {
+      const idx = at[cls];
+      if (idx === undefined) continue;
+      idx.sort((x, y) => y - x);
       const segs = this.segments[cls];
-      let w = 0;
-      for (let r = 0; r < segs.length; r++) {
-        const seg = segs[r]!;
-        if (!gone.has(seg)) segs[w++] = seg;
+      // Descending: a run of adjacent indexes goes in one splice.
+      for (let k = 0; k < idx.length; ) {
+        let j = k;
+        while (j + 1 < idx.length && idx[j + 1] === idx[j]! - 1) j++;
+        segs.splice(idx[j]!, j - k + 1);
+        k = j + 1;
       }
-      segs.length = w;
     }
     const cache = this.decodedCache;
     for (let i = cache.length - 1; i >= 0; i--) if (gone.has(cache[i]!.seg)) cache.splice(i, 1);

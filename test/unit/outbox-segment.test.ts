@@ -31,6 +31,20 @@ describe('outbox segments', () => {
     expect(back[0]!.payload.buffer).to.equal(data.buffer);
   });
 
+  it('decodes each record\'s own topics when many topics repeat, differ in one byte or outnumber the ones remembered', () => {
+    // Topics that share a decoder's remembered strings (repeats), that have the same length and
+    // differ only in their first byte, and more distinct ones than it remembers (40 > 16).
+    const rows: OutboxRow[] = [];
+    for (let i = 0; i < 200; i++) {
+      const t = i % 40;
+      const first = String.fromCharCode(97 + (t % 26));
+      rows.push(row(i + 1, { localTopic: `${first}/sensor/${t >= 26 ? 'x' : 'y'}`, topic: `fleet/${t}/${first}` }));
+    }
+    rows.push(row(201, { localTopic: 'a/sensor/y', topic: 'fleet/0/a' }), row(202, { localTopic: 'b/sensor/y', topic: 'fleet/1/b' }));
+    const back = decodeSegment(encodeSegment(rows).data, 'telemetry');
+    expect(back.map((r) => [r.localTopic, r.topic])).to.deep.equal(rows.map((r) => [r.localTopic, r.topic]));
+  });
+
   it('has no earliest expiry when nothing expires, and refuses an empty segment', () => {
     expect(encodeSegment([row(1), row(2)]).summary.minExpires).to.equal(0);
     expect(() => encodeSegment([])).to.throw(RangeError);
