@@ -344,7 +344,7 @@ export const outboxSchema = z.strictObject({
   min_free_bytes: int({ default: 67108864, min: 0, max: Number.MAX_SAFE_INTEGER, unit: 'bytes', description: 'Free space kept on the data filesystem; the outbox evicts rather than go below.' }),
   drain_rate_msgs: int({ default: 0, min: 0, max: 1000000, unit: 'messages/s', description: 'Cap on backlog messages sent to HQ per second; 0 = none.' }),
   drain_rate_bytes: int({ default: 0, min: 0, max: Number.MAX_SAFE_INTEGER, unit: 'bytes/s', description: 'Cap on backlog bytes sent to HQ per second; 0 = none.' }),
-  inflight_window: int({ default: 64, min: 1, max: 65535, description: 'Unacknowledged messages towards HQ (also capped by HQ\'s receive maximum). A crash may send up to 4 times this many again (those in flight, and those acknowledged whose removal had not committed).' }),
+  inflight_window: int({ default: 64, min: 1, max: 65535, description: 'Unacknowledged messages towards HQ (also capped by HQ\'s receive maximum). The drain rate is at most this many per round trip to HQ (64 over a 50 ms cellular round trip: about 1,280 messages/s). A crash may send up to 4 times this many again (those in flight, and those acknowledged whose removal had not committed).' }),
 });
 
 const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '[::]']);
