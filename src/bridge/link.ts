@@ -42,7 +42,7 @@ import { PacketType, type Properties, type QoS, type UserProperties } from '../m
 import type { UplinkConfig } from '../config/schema.js';
 import { Backoff } from './backoff.js';
 import { expandGateway } from './routes.js';
-import type { ForwarderLink } from './forwarder.js';
+import type { ForwarderLink, NumberedDone } from './forwarder.js';
 import { writeAck, writePublish, writePublishNumbered, type NumberedUserProperties, type PublishSource } from '../mqtt/codec/encode.js';
 import { OutBuffer } from '../mqtt/codec/out-buffer.js';
 import { AckTap, HqStream, PUBACK, PUBCOMP, PUBREC, type HqSocketOptions } from './hq-stream.js';
@@ -244,7 +244,9 @@ export class Link implements ForwarderLink {
   /** Packet ids of the current client (see PacketIds). */
   private ids = new PacketIds();
   /** Callbacks of our QoS 1 uplink publishes awaiting PUBACK, indexed by packet id. */
-  private readonly pendingAcks = new Array<((err: Error | null) => void) | undefined>(65536).fill(undefined);
+  private readonly pendingAcks = new Array<NumberedDone | undefined>(65536).fill(undefined);
+  /** The number a publishNumbered's `done` gets back, by packet id (0 for publish). */
+  private readonly pendingNums = new Float64Array(65536);
   /** Our QoS 2 uplink publishes of this connection awaiting PUBREC or PUBCOMP, by packet id. */
   private readonly exactlyOnce = new Map<number, ExactlyOnceFlow>();
   /** Encoded uplink publishes not yet written (one write per event-loop turn). */
@@ -360,15 +362,14 @@ export class Link implements ForwarderLink {
    * ForwarderLink: one MQTT 5 QoS 0/1 PUBLISH whose properties are pre-encoded (see
    * NumberedUserProperties), sent like `publish` does. Ignored when the link is not up.
    */
-  publishNumbered(
-    topic: string, payload: Buffer, qos: 0 | 1, props: NumberedUserProperties, num: number, done: (err: Error | null) => void,
-  ): void {
+  publishNumbered(topic: string, payload: Buffer, qos: 0 | 1, props: NumberedUserProperties, num: number, done: NumberedDone): void {
     const client = this.client;
     if (!client || this.st.state !== 'up') return;
-    const id = this.directPacketId(qos, done);
+    const id = this.directPacketId(qos, done, num);
     if (id === null) return;
     writePublishNumbered(this.outgoing, topic, payload, qos, id, props, num);
-    this.directWritten(client, qos, done);
+    this.queueFlush(client);
+    if (qos === 0) done(null, num);
   }
 
   /**
@@ -445,14 +446,15 @@ export class Link implements ForwarderLink {
    * The packet id of a direct publish: 0 for QoS 0; for QoS 1 a free one, `done` waiting for its
    * PUBACK. Null (`done` called with the error) when every id is in use.
    */
-  private directPacketId(qos: 0 | 1, done: (err: Error | null) => void): number | null {
+  private directPacketId(qos: 0 | 1, done: NumberedDone, num = 0): number | null {
     if (qos === 0) return 0;
     const id = this.ids.allocate();
     if (id === null) {
-      done(new Error('no free packet id'));
+      done(new Error('no free packet id'), num);
       return null;
     }
     this.pendingAcks[id] = done;
+    this.pendingNums[id] = num;
     return id;
   }
 
@@ -485,7 +487,7 @@ export class Link implements ForwarderLink {
     if (done === undefined) return false;
     this.pendingAcks[id] = undefined;
     this.ids.deallocate(id);
-    done(reasonCode >= 0x80 ? new PublishRefused(reasonCode) : null);
+    done(reasonCode >= 0x80 ? new PublishRefused(reasonCode) : null, this.pendingNums[id]!);
     return true;
   }
 

@@ -116,12 +116,12 @@ function copyRow(row: OutboxRow): OutboxRow {
 abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
   protected readonly counts = emptyTotals();
   /** Appends not committed yet, by seq (insertion order = seq order). */
-  protected readonly pendingAppends = new Map<number, OutboxRow>();
+  protected pendingAppends = new Map<number, OutboxRow>();
   /** Committed rows deleted, not committed yet. */
-  protected readonly pendingDeletes = new Set<number>();
+  protected pendingDeletes = new Map<number, OutboxRowRef>();
   /** Appends and deletes in a commit that has not been confirmed yet. */
-  protected readonly sealedAppends = new Map<number, OutboxRow>();
-  protected readonly sealedDeletes = new Set<number>();
+  protected sealedAppends = new Map<number, OutboxRow>();
+  protected sealedDeletes = new Map<number, OutboxRowRef>();
   protected last = 0;
   protected committedMax = 0;
   /** No pending or sealed append expires before this. */
@@ -173,7 +173,8 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
       const sealed = this.sealedAppends.get(seq);
       found = sealed !== undefined ? ref(sealed) : this.lookupCommitted(seq);
       if (found === null) return null;
-      this.pendingDeletes.add(seq);
+      // (What lookupCommitted returned may say where the record is, for the commit: see write.)
+      this.pendingDeletes.set(seq, found);
       this.requestCommit();
     }
     const t = this.counts[found.cls];
@@ -246,10 +247,20 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
 
   seal(batch: WriteBatch): void {
     this.write(batch);
-    for (const [seq, row] of this.pendingAppends) this.sealedAppends.set(seq, row);
-    for (const seq of this.pendingDeletes) this.sealedDeletes.add(seq);
-    this.pendingAppends.clear();
-    this.pendingDeletes.clear();
+    // The pending maps become the sealed ones (the sealed are empty unless a failed commit is
+    // retried): copying them entry by entry was a tenth of a drain's allocations.
+    if (this.sealedAppends.size === 0) {
+      [this.sealedAppends, this.pendingAppends] = [this.pendingAppends, this.sealedAppends];
+    } else {
+      for (const [seq, row] of this.pendingAppends) this.sealedAppends.set(seq, row);
+      this.pendingAppends.clear();
+    }
+    if (this.sealedDeletes.size === 0) {
+      [this.sealedDeletes, this.pendingDeletes] = [this.pendingDeletes, this.sealedDeletes];
+    } else {
+      for (const [seq, r] of this.pendingDeletes) this.sealedDeletes.set(seq, r);
+      this.pendingDeletes.clear();
+    }
   }
 
   committed(): void {
@@ -328,10 +339,13 @@ const MERGE_RUN = 32;
  * flight, acknowledgements trail the reads by several segments, and a decoded-segment cache of a
  * few decoded each segment three times over (two fifths of the drain's main thread, profiled).
  */
-interface Placed {
+interface Placed extends OutboxRowRef {
   seg: Segment;
   index: number;
-  size: number;
+}
+
+function isPlaced(r: OutboxRowRef): r is Placed {
+  return (r as Partial<Placed>).seg !== undefined;
 }
 
 /**
@@ -413,8 +427,6 @@ export class SqliteOutboxStore extends OutboxStoreBase {
    * deleting one once HQ has acknowledged it then needs no search among the segments. Bounded.
    */
   private readonly handedOut = new Map<number, Placed>();
-  /** Where the records of pending deletes are (found by lookupCommitted). */
-  private readonly deleteSegments = new Map<number, Placed>();
   /**
    * The newest committed rows, kept in memory after their commit: per class, every live committed
    * row with seq > tailFrom[cls] is in tail[cls]. A read whose cursor is past tailFrom (the usual
@@ -524,7 +536,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       if (seg === undefined || seq > seg.lastSeq || (seg.rows === null && !seg.stored)) continue;
       const rows = this.decoded(seg);
       const j = firstAfter(rows, seq - 1);
-      if (rows[j]?.seq === seq && !isGone(seg.gone, j)) return { seg, index: j, size: rows[j].size };
+      if (rows[j]?.seq === seq && !isGone(seg.gone, j)) return { seq, cls, size: rows[j].size, seg, index: j };
     }
     return null;
   }
@@ -611,11 +623,11 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     }
     if (this.pendingDeletes.size > 0) {
       const touched: Segment[] = [];
-      for (const seq of this.pendingDeletes) {
-        let at = this.deleteSegments.get(seq) ?? null;
-        this.deleteSegments.delete(seq);
+      // forEach: a for-of over entries makes a [seq, ref] pair per delete.
+      this.pendingDeletes.forEach((found, seq) => {
+        let at = isPlaced(found) ? found : null;
         if (at === null || !this.stillAt(at, seq)) at = this.locate(seq);
-        if (at === null) continue;
+        if (at === null) return;
         const { seg, index } = at;
         seg.gone ??= goneBitmap(seg.count);
         setGone(seg.gone, index);
@@ -624,7 +636,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
           seg.touched = true;
           touched.push(seg);
         }
-      }
+      });
       let emptied: Set<Segment> | null = null;
       for (const seg of touched) {
         seg.touched = false;
@@ -678,7 +690,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     // Records handed out point at the segments just replaced.
     for (let i = 0; i < rows.length; i++) {
       const row = rows[i]!;
-      if (this.handedOut.has(row.seq)) this.handedOut.set(row.seq, { seg: merged, index: i, size: row.size });
+      if (this.handedOut.has(row.seq)) this.handedOut.set(row.seq, { seq: row.seq, cls, size: row.size, seg: merged, index: i });
     }
   }
 
@@ -728,7 +740,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     this.sealedSegments = [];
     if (this.pendingMinExpiry < this.nextExpiry) this.nextExpiry = this.pendingMinExpiry;
     // The table is the committed view; the tail mirrors its newest rows.
-    for (const seq of this.sealedDeletes) this.tail.remove(seq);
+    for (const seq of this.sealedDeletes.keys()) this.tail.remove(seq);
     for (const row of this.sealedAppends.values()) if (!this.sealedDeletes.has(row.seq)) this.tail.add(row);
     // Over budget: the oldest rows leave the tail (they stay in the table).
     while (this.tail.bytes > this.tailMaxBytes) {
@@ -744,7 +756,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
 
   private handOut(seg: Segment, row: OutboxRow, index: number): OutboxRow {
     const cache = this.handedOut;
-    cache.set(row.seq, { seg, index, size: row.size });
+    cache.set(row.seq, { seq: row.seq, cls: row.cls, size: row.size, seg, index });
     if (cache.size > HANDED_OUT_MAX) {
       for (const seq of cache.keys()) {
         cache.delete(seq);
@@ -758,9 +770,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     let at = this.handedOut.get(seq) ?? null;
     if (at !== null) this.handedOut.delete(seq);
     if (at === null || !this.stillAt(at, seq)) at = this.locate(seq);
-    if (at === null) return null;
-    this.deleteSegments.set(seq, at);
-    return { seq, cls: at.seg.cls, size: at.size };
+    return at;
   }
 
   readCommitted(cls: OutboxClass, afterSeq: number, limit: number): OutboxRow[] {
@@ -990,7 +1000,7 @@ export class MemoryOutboxStore extends OutboxStoreBase {
   }
 
   protected afterCommit(): void {
-    for (const seq of this.sealedDeletes) this.committedRows.remove(seq);
+    for (const seq of this.sealedDeletes.keys()) this.committedRows.remove(seq);
     for (const row of this.sealedAppends.values()) {
       this.committedRows.add(row);
       if (row.expiresAt > 0 && row.expiresAt < this.nextExpiry) this.nextExpiry = row.expiresAt;

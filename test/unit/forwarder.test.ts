@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { generateKeyPairSync } from 'node:crypto';
-import { Forwarder, TokenBucket, uplinkProperties, uplinkTopic, type ForwarderLink, type ForwarderOptions } from '../../src/bridge/forwarder.js';
+import { Forwarder, TokenBucket, uplinkProperties, uplinkTopic, type ForwarderLink, type ForwarderOptions, type NumberedDone } from '../../src/bridge/forwarder.js';
 import type { Properties, QoS } from '../../src/mqtt/packets.js';
 import { OUTBOX_CLASSES, type Outbox, type OutboxClass, type OutboxRecord, type OutboxStats } from '../../src/bridge/types.js';
 import { writePublish, writePublishNumbered, type NumberedUserProperties } from '../../src/mqtt/codec/encode.js';
@@ -539,10 +539,11 @@ class EncodingLink implements ForwarderLink {
 }
 
 class NumberedEncodingLink extends EncodingLink {
-  publishNumbered(topic: string, payload: Buffer, qos: 0 | 1, props: NumberedUserProperties, num: number, done: (err: Error | null) => void): void {
+  publishNumbered(topic: string, payload: Buffer, qos: 0 | 1, props: NumberedUserProperties, num: number, done: NumberedDone): void {
     const out = new OutBuffer();
     writePublishNumbered(out, topic, payload, qos, this.packetId(qos), props, num);
-    this.record('publishNumbered', num, out, qos, done);
+    // As the link does: the completion gets the number back.
+    this.record('publishNumbered', num, out, qos, (err) => done(err, num));
   }
 }
 
