@@ -252,7 +252,12 @@ describe('codec: encode server packets', () => {
     function numbered(topic: string, payload: Buffer, qos: 0 | 1, id: number, fixed: UserProperties, key: string, num: number): Buffer {
       const out = new OutBuffer();
       writePublishNumbered(out, topic, payload, qos, id, new NumberedUserProperties(fixed, key), num);
-      return take(out);
+      const bytes = take(out);
+      // The topic given as its UTF-8 bytes: the same packet.
+      const pre = new OutBuffer();
+      writePublishNumbered(pre, Buffer.from(topic, 'utf8'), payload, qos, id, new NumberedUserProperties(fixed, key), num);
+      expect(take(pre).equals(bytes), `topic ${topic} as bytes`).to.equal(true);
+      return bytes;
     }
 
     it('writes the same bytes as writePublish for seqs, gateway ids, topics and payload sizes (remaining length of 1-3 bytes)', () => {

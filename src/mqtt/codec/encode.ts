@@ -291,12 +291,13 @@ function decimalLength(n: number): number {
 /**
  * Writes an MQTT 5 PUBLISH (not retained, not dup) carrying `props` with `num`, a non-negative
  * safe integer, as the last value: the same bytes as writePublish given those user properties
- * with `String(num)`.
+ * with `String(num)`. The topic may be given already UTF-8 encoded (a caller sending many
+ * messages on few topics keeps their bytes).
  */
 export function writePublishNumbered(
-  out: OutBuffer, topic: string, payload: Buffer, qos: 0 | 1, packetId: number, props: NumberedUserProperties, num: number,
+  out: OutBuffer, topic: string | Buffer, payload: Buffer, qos: 0 | 1, packetId: number, props: NumberedUserProperties, num: number,
 ): void {
-  const topicLen = Buffer.byteLength(topic);
+  const topicLen = typeof topic === 'string' ? Buffer.byteLength(topic) : topic.length;
   const payloadLen = payload.length;
   const head = props.head;
   const digits = decimalLength(num);
@@ -310,7 +311,8 @@ export function writePublishNumbered(
   b[pos++] = (PacketType.PUBLISH << 4) | (qos << 1);
   pos = writeVarint(b, pos, bodyLen);
   pos = writeU16(b, pos, topicLen);
-  b.write(topic, pos, 'utf8');
+  if (typeof topic === 'string') b.write(topic, pos, 'utf8');
+  else b.set(topic, pos);
   pos += topicLen;
   if (qos > 0) pos = writeU16(b, pos, packetId);
   pos = writeVarint(b, pos, ps);
