@@ -575,7 +575,7 @@ export class Forwarder {
 
   /** Head of a class's queue, refilling from the outbox; skips records in flight or sent fresh. */
   private headOf(cls: OutboxClass): OutboxRecord | undefined {
-    const buf = this.buffers.get(cls)!;
+    let buf = this.buffers.get(cls)!;
     for (;;) {
       while (buf.length > 0) {
         const head = buf[0]!;
@@ -593,9 +593,13 @@ export class Forwarder {
         return undefined;
       }
       let last = after;
-      for (const rec of got) {
-        if (rec.seq > last) last = rec.seq;
-        buf.push(rec);
+      for (const rec of got) if (rec.seq > last) last = rec.seq;
+      if (buf.length === 0) {
+        // The outbox's array becomes the buffer (it is new on every call): no copy.
+        buf = got;
+        this.buffers.set(cls, got);
+      } else {
+        for (const rec of got) buf.push(rec);
       }
       this.cursor.set(cls, last);
       if (got.length < this.batch) this.exhausted.set(cls, true);

@@ -186,21 +186,23 @@ export function createOutbox(opts: CreateOutboxOptions): OutboxHandle {
     },
 
     next(cls: OutboxClass, afterSeq: number, limit: number) {
-      const out: OutboxRecord[] = [];
       const t = now();
-      let after = afterSeq;
-      while (out.length < limit) {
-        const want = limit - out.length;
-        const rows = store.readCommitted(cls, after, want);
+      let rows: OutboxRecord[] = store.readCommitted(cls, afterSeq, limit);
+      // The usual case: nothing expired, and the store's (new) array is the answer.
+      if (!rows.some((r) => isExpired(r, t))) return rows;
+      const out: OutboxRecord[] = [];
+      let want = limit;
+      for (;;) {
         for (const row of rows) {
           if (!isExpired(row, t)) out.push(row);
           else if (store.delete(row.seq) !== null) dropped.expired++;
         }
         const last = rows[rows.length - 1];
-        if (rows.length < want || last === undefined) break;
-        after = last.seq;
+        if (rows.length < want || last === undefined || out.length >= limit) return out;
+        // Expired records made room: read on after them.
+        want = limit - out.length;
+        rows = store.readCommitted(cls, last.seq, want);
       }
-      return out;
     },
 
     newestPerTopic(cls: OutboxClass, limit: number) {

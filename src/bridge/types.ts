@@ -52,7 +52,7 @@ export interface Outbox {
   remove(seq: number): void;
   /**
    * Up to `limit` records of a class with seq > afterSeq, in seq order, expired ones dropped and
-   * counted on the way.
+   * counted on the way. The array is new on every call: the caller may keep and change it.
    */
   next(cls: OutboxClass, afterSeq: number, limit: number): OutboxRecord[];
   /** The newest record per local topic of a class (for "where is the truck now" after reconnect). */
