@@ -144,8 +144,15 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
     return this.pendingAppends.size > 0 || this.pendingDeletes.size > 0;
   }
 
+  /**
+   * No pending or sealed delete has a higher seq (0 when there are none). A drain reads records
+   * far ahead of the ones being deleted: deleting() answers those without a lookup.
+   */
+  private deleteHigh = 0;
+
   /** Deleted, but the delete is not committed yet. */
   protected deleting(seq: number): boolean {
+    if (seq > this.deleteHigh) return false;
     return this.pendingDeletes.has(seq) || this.sealedDeletes.has(seq);
   }
 
@@ -175,6 +182,7 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
       if (found === null) return null;
       // (What lookupCommitted returned may say where the record is, for the commit: see write.)
       this.pendingDeletes.set(seq, found);
+      if (seq > this.deleteHigh) this.deleteHigh = seq;
       this.requestCommit();
     }
     const t = this.counts[found.cls];
@@ -270,6 +278,7 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
     this.sealedAppends.clear();
     const deleted = this.sealedDeletes.size > 0;
     this.sealedDeletes.clear();
+    if (this.pendingDeletes.size === 0) this.deleteHigh = 0;
     let min = Infinity;
     for (const row of this.pendingAppends.values()) if (row.expiresAt > 0 && row.expiresAt < min) min = row.expiresAt;
     this.pendingMinExpiry = min;
