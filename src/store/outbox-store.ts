@@ -332,6 +332,12 @@ const NEWEST_SCAN_ROWS = 4096;
  * accepted a backlog about 10 % slower, with about 15 MB more RSS (bench A/B, 6 pairs).
  */
 const TAIL_MAX_BYTES = 512 * 1024;
+/**
+ * Without a read for this long (the link to HQ is down), commits put nothing in the tail: it would
+ * only be filled and trimmed again, about a tenth of the main thread while a backlog is accepted,
+ * and every row trimmed from it had lived long enough to be old-space garbage.
+ */
+const TAIL_IDLE_MS = 1000;
 /** Slots of SqliteOutboxStore.handedOut, a power of two above a few in-flight windows. */
 const HANDED_OUT_SLOTS = 16384;
 /** Decoded segments kept (the drain's, eviction's and expiry's current ones). */
@@ -442,14 +448,20 @@ export class SqliteOutboxStore extends OutboxStoreBase {
    * The newest committed rows, kept in memory after their commit: per class, every live committed
    * row with seq > tailFrom[cls] is in tail[cls]. A read whose cursor is past tailFrom (the usual
    * case while the link is up: rows are read soon after they commit) decodes nothing. Bounded by
-   * TAIL_MAX_BYTES: beyond it the oldest rows leave the tail and tailFrom moves up.
+   * TAIL_MAX_BYTES: beyond it the oldest rows leave the tail and tailFrom moves up. Kept only
+   * while somebody reads (see TAIL_IDLE_MS); otherwise empty, and tailFrom follows the commits.
    */
   private readonly tail = new CommittedRows();
   private readonly tailFrom: Record<OutboxClass, number> = { alarm: 0, event: 0, telemetry: 0, bulk: 0 };
+  /** When readCommitted or newestPerTopic ran last (-Infinity: never). */
+  private lastReadAt = -Infinity;
+  /** The tail was emptied for want of readers and commits leave it empty. */
+  private tailIdle = false;
 
   constructor(
     private readonly state: SqliteStateStore,
     private readonly tailMaxBytes = TAIL_MAX_BYTES,
+    private readonly now: () => number = Date.now,
   ) {
     super(state);
     const db = state.db;
@@ -745,12 +757,21 @@ export class SqliteOutboxStore extends OutboxStoreBase {
   }
 
   protected override afterCommit(): void {
-    for (const seg of this.sealedSegments) {
+    const sealed = this.sealedSegments;
+    for (const seg of sealed) {
       seg.committed = true;
       seg.stored = true;
     }
     this.sealedSegments = [];
     if (this.pendingMinExpiry < this.nextExpiry) this.nextExpiry = this.pendingMinExpiry;
+    if (this.now() - this.lastReadAt > TAIL_IDLE_MS) {
+      // Nobody reads: the rows committed now stay in the table only, beyond the tail's start.
+      if (!this.tailIdle) this.emptyTail();
+      for (const row of this.sealedAppends.values()) if (row.seq > this.tailFrom[row.cls]) this.tailFrom[row.cls] = row.seq;
+      for (const seg of sealed) seg.rows = null;
+      return;
+    }
+    this.tailIdle = false;
     // The table is the committed view; the tail mirrors its newest rows.
     for (const seq of this.sealedDeletes.keys()) this.tail.remove(seq);
     for (const row of this.sealedAppends.values()) if (!this.sealedDeletes.has(row.seq)) this.tail.add(row);
@@ -764,6 +785,21 @@ export class SqliteOutboxStore extends OutboxStoreBase {
         if (seg.stored) seg.rows = null;
       }
     }
+  }
+
+  /** Empties the tail: every committed row is read from the table until readers come back. */
+  private emptyTail(): void {
+    this.tailIdle = true;
+    this.tail.clear();
+    for (const cls of OUTBOX_CLASSES) {
+      if (this.committedMax > this.tailFrom[cls]) this.tailFrom[cls] = this.committedMax;
+      for (const seg of this.segments[cls]) if (seg.stored) seg.rows = null;
+    }
+  }
+
+  /** Bytes of committed rows held in memory (the tail). */
+  get tailBytes(): number {
+    return this.tail.bytes;
   }
 
   private handOut(seg: Segment, row: OutboxRow, index: number): OutboxRow {
@@ -782,6 +818,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
 
   readCommitted(cls: OutboxClass, afterSeq: number, limit: number): OutboxRow[] {
     if (limit <= 0) return [];
+    this.lastReadAt = this.now();
     // Everything after the cursor is in the tail.
     if (afterSeq >= this.tailFrom[cls]) return this.tail.after(cls, afterSeq, limit, this.isDeleting);
     const out: OutboxRow[] = [];
@@ -812,6 +849,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
 
   newestPerTopic(cls: OutboxClass, limit: number): OutboxRow[] {
     if (limit <= 0) return [];
+    this.lastReadAt = this.now();
     // The newest record of each local topic among the class's newest NEWEST_SCAN_ROWS live records:
     // a topic silent for longer than that is not "where the truck is now" and drains with the backlog.
     const seen = new Set<string>();
@@ -935,6 +973,12 @@ class CommittedRows {
   get(seq: number): OutboxRow | undefined {
     const cls = this.classOfSeq.get(seq);
     return cls === undefined ? undefined : this.byClass[cls].live.get(seq);
+  }
+
+  clear(): void {
+    for (const cls of OUTBOX_CLASSES) this.byClass[cls] = new ClassRows();
+    this.classOfSeq.clear();
+    this.bytes = 0;
   }
 
   /** Adds a row; its seq is above every seq of its class already held. */

@@ -101,14 +101,17 @@ describe('SQLite outbox on disk', () => {
   it('reads the newest rows from memory and older ones from the table, each live row once and in order', async () => {
     const state = new SqliteStateStore({ path: file, log: quiet });
     open.push(state);
-    // A tail of about 10 rows of ~120 B: most of what follows leaves it again.
-    const store = new SqliteOutboxStore(state, 1200);
+    // A tail of about 10 rows of ~120 B: most of what follows leaves it again. A reader is
+    // there (the clock stands still after its first read), so commits keep a tail.
+    const store = new SqliteOutboxStore(state, 1200, () => 0);
     const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+    expect(o.next('event', 0, 1)).to.deep.equal([]);
     const seqs: number[] = [];
     for (let batch = 0; batch < 5; batch++) {
       for (let i = 0; i < 12; i++) seqs.push(o.append(rec('event', 't', `b${batch}-${i}`))!.seq);
       await state.commit();
     }
+    expect(store.tailBytes).to.be.greaterThan(0);
     // Acknowledged ones go, from the tail (newest) and from the table (oldest).
     const removed = new Set([1, 2, 30, 59, 60]);
     for (const seq of removed) o.remove(seq);
@@ -204,6 +207,45 @@ describe('SQLite outbox on disk', () => {
     await again.state.commit();
     expect([countRows(again.state.db, 'outbox_segments'), countRows(again.state.db, 'outbox_gone')]).to.deep.equal([0, 0]);
     expect(o2.stats().count).to.equal(0);
+  });
+
+  it('keeps no tail while nobody reads (the link is down), one again once reads come back; every row read once, in order', async () => {
+    const state = new SqliteStateStore({ path: file, log: quiet });
+    open.push(state);
+    let t = 0;
+    const store = new SqliteOutboxStore(state, undefined, () => t);
+    const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+    const seqs: number[] = [];
+    const appendBatch = async (n: number): Promise<void> => {
+      for (let i = 0; i < n; i++) seqs.push(o.append(rec('event', 't', `r${seqs.length}`))!.seq);
+      await state.commit();
+    };
+    const got: number[] = [];
+    const readAll = (): void => {
+      for (;;) {
+        const page = o.next('event', got[got.length - 1] ?? 0, 7).map((r) => r.seq);
+        if (page.length === 0) return;
+        got.push(...page);
+      }
+    };
+    // Never read: nothing held in memory after the commits.
+    await appendBatch(30);
+    await appendBatch(20);
+    expect(store.tailBytes).to.equal(0);
+    readAll();
+    // Read just now: the next commits keep their rows.
+    await appendBatch(10);
+    expect(store.tailBytes).to.be.greaterThan(0);
+    readAll();
+    // Two seconds without a read: the tail is emptied at the next commit and stays empty.
+    t += 2000;
+    await appendBatch(10);
+    expect(store.tailBytes).to.equal(0);
+    await appendBatch(5);
+    expect(store.tailBytes).to.equal(0);
+    readAll();
+    expect(got).to.deep.equal(seqs);
+    expect(seqs.length).to.equal(75);
   });
 
   for (const tail of [undefined, 1200]) {
