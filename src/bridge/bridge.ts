@@ -63,6 +63,12 @@ export interface BridgeOptions {
 /** Topic → route cache entries kept at most (the cache is dropped when it grows past this). */
 const ROUTE_CACHE_MAX = 10_000;
 
+interface RoutedTopic {
+  route: UplinkRoute;
+  /** The local topic as published at HQ. */
+  remote: string;
+}
+
 /** expiresAt of an outbox record: the earlier of the route's TTL and the message's own expiry (0 = none). */
 export function recordExpiry(createdAt: number, ttlMs: number, messageExpiresAt: number): number {
   const ttlAt = ttlMs > 0 ? createdAt + ttlMs : 0;
@@ -86,11 +92,14 @@ export function startBridge(opts: BridgeOptions): Bridge {
     ...(opts.random ? { random: opts.random } : {}),
     ...(opts.incomingQos2 ? { incomingQos2: opts.incomingQos2 } : {}),
   });
-  const cache = new Map<string, UplinkRoute | null>();
-  const routeFor = (topic: string): UplinkRoute | null => {
+  // Per local topic: its route and the topic at HQ (a truck publishes on few topics; the remote
+  // topic was a new string per message).
+  const cache = new Map<string, RoutedTopic | null>();
+  const routedTopic = (topic: string): RoutedTopic | null => {
     let r = cache.get(topic);
     if (r === undefined) {
-      r = findRoute(routes, topic) ?? null;
+      const route = findRoute(routes, topic);
+      r = route === undefined ? null : { route, remote: mapTopic(route, topic) };
       if (cache.size >= ROUTE_CACHE_MAX) cache.clear();
       cache.set(topic, r);
     }
@@ -102,7 +111,7 @@ export function startBridge(opts: BridgeOptions): Bridge {
   const signRoutes = routes.filter((r) => r.sign);
   const signer = signRoutes.length === 0 ? undefined : {
     key: loadGatewayKey(uplink.signing.gateway_key),
-    shouldSign: (localTopic: string): boolean => routeFor(localTopic)?.sign ?? false,
+    shouldSign: (localTopic: string): boolean => routedTopic(localTopic)?.route.sign ?? false,
   };
   const forwarder = new Forwarder({
     outbox: store,
@@ -129,9 +138,9 @@ export function startBridge(opts: BridgeOptions): Bridge {
     if (msg.senderId === UPLINK_SENDER_ID) return true; // from HQ or our own state: never back up
     if (routes.length === 0) return true;
     try {
-      const route = routeFor(msg.topic);
-      if (!route) return true;
-      const remote = mapTopic(route, msg.topic);
+      const routed = routedTopic(msg.topic);
+      if (!routed) return true;
+      const { route, remote } = routed;
       if (msg.qos === 0 && !route.storeQos0) {
         if (forwarder.sendDirect(remote, Buffer.from(payloadOf(msg)), msg.properties)) tap.direct++;
         else tap.directDropped++;
