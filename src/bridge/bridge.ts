@@ -9,7 +9,7 @@ import { Downlink, type DownlinkStats } from './downlink.js';
 import { Forwarder, type ForwarderStats } from './forwarder.js';
 import { Link, UPLINK_SENDER_ID, type LinkStatus } from './link.js';
 import { compileDownlinkRoute, compileUplinkRoute, findRoute, mapTopic, type UplinkRoute } from './routes.js';
-import type { Outbox, OutboxStats } from './types.js';
+import type { Outbox, OutboxRecord, OutboxStats } from './types.js';
 import type { IncomingQos2Store } from './incoming-qos2.js';
 import { loadGatewayKey } from '../security/keys.js';
 import { createOrderVerifier, type OrderVerifier, type OrderVerifierStats } from '../security/order-verifier.js';
@@ -147,16 +147,17 @@ export function startBridge(opts: BridgeOptions): Bridge {
         return true;
       }
       const createdAt = Date.now();
-      const rec = store.append({
+      const incoming: Omit<OutboxRecord, 'seq'> = {
         cls: route.cls,
         localTopic: msg.topic,
         topic: remote,
         payload: Buffer.from(payloadOf(msg)), // the frame is reused; the record outlives it
         qos: route.qos,
-        ...(msg.properties ? { properties: msg.properties } : {}),
         createdAt,
         expiresAt: recordExpiry(createdAt, route.ttlMs, msg.expiresAt),
-      });
+      };
+      if (msg.properties) incoming.properties = msg.properties;
+      const rec = store.append(incoming);
       if (!rec) {
         // The outbox is full of alarms: the message is refused as a whole (0x97 to its publisher).
         tap.refused++;
