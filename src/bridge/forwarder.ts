@@ -334,12 +334,7 @@ export class Forwarder {
     this.numberedDone = (err, seq): void => {
       // Once per record: completed() takes it out of inFlight.
       const rec = this.inFlight.get(seq);
-      if (rec === undefined || gen !== this.gen) return;
-      try {
-        this.completed(rec, gen, err);
-      } catch (e) {
-        this.log?.error({ err: e, seq }, 'uplink: ack handling failed');
-      }
+      if (rec !== undefined) this.complete(rec, gen, err);
     };
     this.refillGroup = Math.max(1, Math.min(REFILL_GROUP_MAX, Math.floor(this.window / 4)));
     this.inFlight.clear();
@@ -617,7 +612,7 @@ export class Forwarder {
     const signed = this.opts.signer?.shouldSign(rec.localTopic) === true;
     // Only gw and seq to send: the pre-encoded path.
     const numbered = this.numbered !== null && rec.properties === undefined && !signed && qos !== 2;
-    const m = numbered ? null : this.message(rec, now);
+    const m = numbered ? null : this.message(rec, now, signed);
     if (m !== null && qos === 2 && hasExactlyOnce(this.link)) {
       this.sendExactlyOnce(this.link, rec, m);
       return;
@@ -642,12 +637,12 @@ export class Forwarder {
   }
 
   /** What HQ gets for a record: its topic, and its payload and properties, signed where a route says so. */
-  private message(rec: OutboxRecord, now: number): UplinkMessage {
+  private message(rec: OutboxRecord, now: number, signed = this.opts.signer?.shouldSign(rec.localTopic) === true): UplinkMessage {
     const v = this.opts.protocolVersion;
     const topic = uplinkTopic(rec.topic, rec.seq, this.opts.gatewayId, v, this.opts.sequence311);
     const props = v === 5 ? uplinkProperties(rec, this.opts.gatewayId, now) : undefined;
     const signer = this.opts.signer;
-    if (signer !== undefined && signer.shouldSign(rec.localTopic)) {
+    if (signed && signer !== undefined) {
       return { topic, ...signUplink(signer.key, this.opts.gatewayId, topic, rec, props, v) };
     }
     return { topic, payload: rec.payload, props };
@@ -662,12 +657,17 @@ export class Forwarder {
     return (err: Error | null): void => {
       if (called) return;
       called = true;
-      try {
-        this.completed(rec, gen, err);
-      } catch (e) {
-        this.log?.error({ err: e, seq: rec.seq }, 'uplink: ack handling failed');
-      }
+      this.complete(rec, gen, err);
     };
+  }
+
+  /** completed(), never throwing into the link's callback. */
+  private complete(rec: OutboxRecord, gen: number, err: Error | null): void {
+    try {
+      this.completed(rec, gen, err);
+    } catch (e) {
+      this.log?.error({ err: e, seq: rec.seq }, 'uplink: ack handling failed');
+    }
   }
 
   /**

@@ -382,8 +382,7 @@ export class Link implements ForwarderLink {
       this.topicBytes.set(topic, bytes);
     }
     writePublishNumbered(this.outgoing, bytes, payload, qos, id, props, num);
-    this.queueFlush(client);
-    if (qos === 0) done(null, num);
+    this.directWritten(client, qos, done, num);
   }
 
   /**
@@ -473,9 +472,9 @@ export class Link implements ForwarderLink {
   }
 
   /** After a direct publish was encoded: one flush per event-loop turn; QoS 0 is done once written. */
-  private directWritten(client: MqttClient, qos: 0 | 1, done: (err: Error | null) => void): void {
+  private directWritten(client: MqttClient, qos: 0 | 1, done: NumberedDone, num = 0): void {
     this.queueFlush(client);
-    if (qos === 0) done(null);
+    if (qos === 0) done(null, num);
   }
 
   /** One flush of the encoded publishes per event-loop turn. */

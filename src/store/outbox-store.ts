@@ -587,21 +587,17 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     return seg;
   }
 
-  /** A segment's row (and bitmap) out of the table in this batch, and out of memory. */
-  private dropSegment(batch: WriteBatch, seg: Segment): void {
-    batch.run(this.write_.deleteSegment, seg.id);
-    if (seg.goneStored) batch.run(this.write_.deleteGone, seg.id);
-    this.forget(seg);
-  }
-
   /**
-   * forget() for many segments: each found by bisection, then taken out in runs. A drain empties
-   * segments at the head of a class's list, where a splice is cheap; one by one, each forget()
-   * searched and moved the whole list.
+   * Segments' rows (and bitmaps) out of the table in this batch, and out of memory: each found by
+   * bisection, then taken out of its class's list in runs. A drain empties segments at the head of
+   * a class's list, where a splice is cheap; one by one, with a search each, every removal moved
+   * the whole list.
    */
-  private forgetAll(gone: Set<Segment>): void {
+  private dropSegments(batch: WriteBatch, drop: readonly Segment[]): void {
     const at: Partial<Record<OutboxClass, number[]>> = {};
-    for (const seg of gone) {
+    for (const seg of drop) {
+      batch.run(this.write_.deleteSegment, seg.id);
+      if (seg.goneStored) batch.run(this.write_.deleteGone, seg.id);
       const i = segmentAtOrBefore(this.segments[seg.cls], seg.id);
       if (i >= 0 && this.segments[seg.cls][i] === seg) (at[seg.cls] ??= []).push(i);
     }
@@ -618,17 +614,9 @@ export class SqliteOutboxStore extends OutboxStoreBase {
         k = j + 1;
       }
     }
+    const gone = new Set(drop);
     const cache = this.decodedCache;
     for (let i = cache.length - 1; i >= 0; i--) if (gone.has(cache[i]!.seg)) cache.splice(i, 1);
-  }
-
-  /** Removes a segment all of whose records are deleted. */
-  private forget(seg: Segment): void {
-    const segs = this.segments[seg.cls];
-    const i = segs.indexOf(seg);
-    if (i >= 0) segs.splice(i, 1);
-    const c = this.decodedCache.findIndex((e) => e.seg === seg);
-    if (c >= 0) this.decodedCache.splice(c, 1);
   }
 
   protected write(batch: WriteBatch): void {
@@ -660,7 +648,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
           touched.push(seg);
         }
       });
-      let emptied: Set<Segment> | null = null;
+      const emptied: Segment[] = [];
       for (const seg of touched) {
         seg.touched = false;
         if (seg.live > 0) {
@@ -671,11 +659,9 @@ export class SqliteOutboxStore extends OutboxStoreBase {
           continue;
         }
         // Every record acknowledged (or dropped): the whole segment goes, its pages freed at once.
-        batch.run(s.deleteSegment, seg.id);
-        if (seg.goneStored) batch.run(s.deleteGone, seg.id);
-        (emptied ??= new Set()).add(seg);
+        emptied.push(seg);
       }
-      if (emptied !== null) this.forgetAll(emptied);
+      if (emptied.length > 0) this.dropSegments(batch, emptied);
       batch.run(s.setLastSeq, this.last);
     }
     for (const cls of OUTBOX_CLASSES) this.mergeSmall(cls, batch);
@@ -706,7 +692,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       const all = this.decoded(seg);
       for (let j = 0; j < all.length; j++) if (!isGone(seg.gone, j)) rows.push(all[j]!);
     }
-    for (const seg of run) this.dropSegment(batch, seg);
+    this.dropSegments(batch, run);
     if (rows.length === 0) return;
     const merged = this.writeSegment(batch, cls, rows, true);
     segs.splice(start, 0, merged);
