@@ -360,7 +360,16 @@ export class Scene {
  * "Accepted" means accepted before it arrived when both carry times (`at`), else accepted at all:
  * without times, every telemetry message must have been accepted before the link-ups that sent
  * it first.
+ *
+ * The forwarder picks the newest per topic at the link-up, a little before the message arrives: a
+ * publisher acknowledged in between makes a newer message of the topic, and the one sent first no
+ * longer looks newest when it arrives. So a first delivery is also excused when nothing newer of
+ * its topic has arrived yet and the next newer message of its topic was accepted at most
+ * PICK_TO_ARRIVAL_MS before it arrived.
  */
+/** Longest a link-up's pick of the newest per topic may precede that message's arrival at HQ. */
+const PICK_TO_ARRIVAL_MS = 1000;
+
 export function orderWithNewestFirst(accepted: readonly AcceptedMessage[], received: readonly ReceivedMessage[], topicOf: ReadonlyMap<string, string>, linkUps: number): { violations: string[]; exempt: number } {
   const byKey = new Map(accepted.map((a) => [a.key, a]));
   const firsts: Array<{ a: AcceptedMessage; at: number }> = [];
@@ -388,6 +397,19 @@ export function orderWithNewestFirst(accepted: readonly AcceptedMessage[], recei
     }
     for (const l of perTopic.values()) l.sort((x, y) => x.localSeq - y.localSeq);
     const delivered = new Set<string>();
+    /** Per topic: the highest localSeq delivered so far. */
+    const newestDelivered = new Map<string, number>();
+    /** The message of `l` right after `a` (accepted next on its topic). */
+    const nextOnTopic = (l: readonly AcceptedMessage[], a: AcceptedMessage): AcceptedMessage | undefined => {
+      for (let j = 0; j < l.length; j++) if (l[j]!.key === a.key) return l[j + 1];
+      return undefined;
+    };
+    /** Newer messages of the topic appeared only between the link-up's pick and this arrival. */
+    const newestAtPick = (l: readonly AcceptedMessage[], a: AcceptedMessage, t: string, at: number): boolean => {
+      if ((newestDelivered.get(t) ?? -Infinity) > a.localSeq) return false;
+      const next = nextOnTopic(l, a);
+      return next === undefined || next.at === undefined || !Number.isFinite(at) || next.at >= at - PICK_TO_ARRIVAL_MS;
+    };
     /** The newest message of `l` accepted before `at` and not delivered yet. */
     const newestWaiting = (l: readonly AcceptedMessage[], at: number): AcceptedMessage | undefined => {
       for (let j = l.length - 1; j >= 0; j--) {
@@ -401,10 +423,13 @@ export function orderWithNewestFirst(accepted: readonly AcceptedMessage[], recei
     let max: AcceptedMessage | undefined;
     list.forEach(({ a, at }, i) => {
       const t = topicOf.get(a.key) ?? '';
-      const newest = newestWaiting(perTopic.get(t)!, at);
+      const l = perTopic.get(t)!;
+      const newest = newestWaiting(l, at);
+      const excusable = newest?.key === a.key || newestAtPick(l, a, t, at);
       delivered.add(a.key);
+      if (a.localSeq > (newestDelivered.get(t) ?? -Infinity)) newestDelivered.set(t, a.localSeq);
       const overtakes = a.localSeq > suffixMin[i + 1]!;
-      if (cls === 'telemetry' && overtakes && newest?.key === a.key) {
+      if (cls === 'telemetry' && overtakes && excusable) {
         exempt++;
         topics.add(t);
         return;

@@ -3,6 +3,7 @@ import { expect } from 'chai';
 import {
   assertUplinkOk, checkUplink, parseReceived, type AcceptedMessage, type ReceivedMessage, type UplinkClass,
 } from '../helpers/uplink-checker.js';
+import { orderWithNewestFirst } from '../helpers/uplink-scene.js';
 
 const GW = 'gw1';
 
@@ -244,3 +245,35 @@ describe('uplink checker', () => {
 function payload(m: ReceivedMessage): string {
   return typeof m.payload === 'string' ? m.payload : Buffer.from(m.payload).toString();
 }
+
+describe('orderWithNewestFirst (the soak\'s per-message order check)', () => {
+  // Topic X: x1 (accepted at 0 ms), x2 (at 10 ms); topic Y: y1 (at 5 ms). The link comes up at
+  // about 100 ms and the forwarder sends x2 first (newest of X), then the backlog x1, y1.
+  const accepted: AcceptedMessage[] = [
+    { key: 'x1', cls: 'telemetry', localSeq: 1, at: 0 },
+    { key: 'y1', cls: 'telemetry', localSeq: 2, at: 5 },
+    { key: 'x2', cls: 'telemetry', localSeq: 3, at: 10 },
+  ];
+  const topicOf = new Map([['x1', 'X'], ['x2', 'X'], ['y1', 'Y'], ['x3', 'X']]);
+  const got = (keys: [string, number][]): ReceivedMessage[] => keys.map(([k, at]) => ({ topic: 't', payload: k, at }));
+
+  it('excuses the newest message of a topic sent first after a link-up', () => {
+    const r = orderWithNewestFirst(accepted, got([['x2', 110], ['x1', 120], ['y1', 130]]), topicOf, 1);
+    expect(r.violations).to.deep.equal([]);
+    expect(r.exempt).to.equal(1);
+  });
+
+  it('still excuses it when a newer message of its topic was accepted between the pick and its arrival', () => {
+    // x3 accepted at 105 ms: after the link-up's pick, before x2 arrived at 110 ms.
+    const withX3 = [...accepted, { key: 'x3', cls: 'telemetry' as const, localSeq: 4, at: 105 }];
+    const r = orderWithNewestFirst(withX3, got([['x2', 110], ['x1', 120], ['y1', 130], ['x3', 140]]), topicOf, 1);
+    expect(r.violations).to.deep.equal([]);
+  });
+
+  it('does not excuse a message of a topic that had a newer one accepted well before it arrived', () => {
+    // x3 accepted at 20 ms, so a link-up at about 1,000 ms would pick x3, not x2.
+    const withX3 = [...accepted, { key: 'x3', cls: 'telemetry' as const, localSeq: 4, at: 20 }];
+    const r = orderWithNewestFirst(withX3, got([['x2', 1100], ['x1', 1110], ['y1', 1120], ['x3', 1130]]), topicOf, 1);
+    expect(r.violations).to.deep.equal(['telemetry x1 (#1) after x2 (#3)', 'telemetry y1 (#2) after x2 (#3)']);
+  });
+});
