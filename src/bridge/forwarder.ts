@@ -22,6 +22,8 @@ import { encodeEnvelope, signOrder } from '../security/signing.js';
 import type { GatewayKey } from '../security/keys.js';
 import { NumberedUserProperties } from '../mqtt/codec/encode.js';
 import { qos2PacketId } from './qos2-ids.js';
+import { SeqMap } from '../store/seq-map.js';
+import { SegmentRow } from '../store/outbox-segment.js';
 
 /** What the forwarder needs from the link (the real one is `Link` in link.ts). */
 export interface ForwarderLink {
@@ -34,10 +36,14 @@ export interface ForwarderLink {
   /**
    * Optional, MQTT 5 links only: `publish` at QoS 0/1 with user properties given pre-encoded (the
    * fixed pairs of `props`, then its number key = `num` in decimal), so no properties object is
-   * built and walked per message. `done` gets `num` back, so one function serves every message.
-   * Without it, every message goes through `publish`.
+   * built and walked per message. The payload is payload[payloadStart, payloadEnd) (a record read
+   * from an outbox segment sends its bytes from there, with no view made per message). `done` gets
+   * `num` back, so one function serves every message. Without it, every message goes through
+   * `publish`.
    */
-  publishNumbered?(topic: string, payload: Buffer, qos: 0 | 1, props: NumberedUserProperties, num: number, done: NumberedDone): void;
+  publishNumbered?(
+    topic: string, payload: Buffer, payloadStart: number, payloadEnd: number, qos: 0 | 1, props: NumberedUserProperties, num: number, done: NumberedDone,
+  ): void;
   /** Bytes written to the connection but not yet flushed (direct QoS 0 is dropped above a limit). */
   bufferedBytes?(): number;
   /**
@@ -271,7 +277,8 @@ export class Forwarder {
   /** Bumped at every link up / down: callbacks of an older connection are ignored. */
   private gen = 0;
   private window = 0;
-  private readonly inFlight = new Map<number, OutboxRecord>();
+  /** Sent and not acknowledged, by seq (a SeqMap: an entry in and out per message, no garbage). */
+  private readonly inFlight = new SeqMap<OutboxRecord>();
   /**
    * QoS 2 records begun and not completed, by seq (at most a few windows of them). They outlive a
    * lost connection: when HQ kept the session they go on with the same packet id.
@@ -381,7 +388,7 @@ export class Forwarder {
       : undefined;
     const t = uplinkTopic(topic, 0, this.opts.gatewayId, this.opts.protocolVersion, this.opts.sequence311);
     try {
-      if (numbered) this.numbered.link.publishNumbered(t, payload, 0, this.numbered.gwSeq, 0, () => undefined);
+      if (numbered) this.numbered.link.publishNumbered(t, payload, 0, payload.length, 0, this.numbered.gwSeq, 0, () => undefined);
       else this.link.publish(t, payload, 0, props, () => undefined);
       this.st.direct++;
       return true;
@@ -398,7 +405,7 @@ export class Forwarder {
 
   /** In-flight seqs (for tests and diagnostics). */
   inFlightSeqs(): number[] {
-    return [...this.inFlight.keys()];
+    return this.inFlight.sortedKeys();
   }
 
   /** No new sends from now on; acknowledgements still remove records (for a clean stop). */
@@ -622,7 +629,9 @@ export class Forwarder {
       this.st.sent++;
       try {
         const topic = uplinkTopic(rec.topic, rec.seq, this.opts.gatewayId, this.opts.protocolVersion, this.opts.sequence311);
-        this.numbered.link.publishNumbered(topic, rec.payload, qos, this.numbered.gwSeq, rec.seq, this.numberedDone);
+        const link = this.numbered.link;
+        if (rec instanceof SegmentRow) link.publishNumbered(topic, rec.data, rec.payloadStart, rec.payloadEnd, qos, this.numbered.gwSeq, rec.seq, this.numberedDone);
+        else link.publishNumbered(topic, rec.payload, 0, rec.payload.length, qos, this.numbered.gwSeq, rec.seq, this.numberedDone);
       } catch (err) {
         this.numberedDone(err instanceof Error ? err : new Error(String(err)), rec.seq);
       }

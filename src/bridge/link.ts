@@ -369,7 +369,9 @@ export class Link implements ForwarderLink {
    * ForwarderLink: one MQTT 5 QoS 0/1 PUBLISH whose properties are pre-encoded (see
    * NumberedUserProperties), sent like `publish` does. Ignored when the link is not up.
    */
-  publishNumbered(topic: string, payload: Buffer, qos: 0 | 1, props: NumberedUserProperties, num: number, done: NumberedDone): void {
+  publishNumbered(
+    topic: string, payload: Buffer, payloadStart: number, payloadEnd: number, qos: 0 | 1, props: NumberedUserProperties, num: number, done: NumberedDone,
+  ): void {
     const client = this.client;
     if (!client || this.st.state !== 'up') return;
     const id = this.directPacketId(qos, done, num);
@@ -381,7 +383,7 @@ export class Link implements ForwarderLink {
       bytes = Buffer.from(topic, 'utf8');
       this.topicBytes.set(topic, bytes);
     }
-    writePublishNumbered(this.outgoing, bytes, payload, qos, id, props, num);
+    writePublishNumbered(this.outgoing, bytes, payload, qos, id, props, num, payloadStart, payloadEnd);
     this.directWritten(client, qos, done, num);
   }
 

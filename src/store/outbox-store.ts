@@ -33,6 +33,7 @@ import {
   type SqliteStateStore,
   type WriteBatch,
 } from './sqlite-state-store.js';
+import { SeqMap } from './seq-map.js';
 import { decodeSegment, encodeSegment, goneBitmap, isGone, setGone } from './outbox-segment.js';
 import type { StoreFault } from './state-store.js';
 
@@ -118,10 +119,10 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
   /** Appends not committed yet, by seq (insertion order = seq order). */
   protected pendingAppends = new Map<number, OutboxRow>();
   /** Committed rows deleted, not committed yet. */
-  protected pendingDeletes = new Map<number, OutboxRowRef>();
+  protected pendingDeletes = new SeqMap<OutboxRowRef>();
   /** Appends and deletes in a commit that has not been confirmed yet. */
   protected sealedAppends = new Map<number, OutboxRow>();
-  protected sealedDeletes = new Map<number, OutboxRowRef>();
+  protected sealedDeletes = new SeqMap<OutboxRowRef>();
   protected last = 0;
   protected committedMax = 0;
   /** No pending or sealed append expires before this. */
@@ -266,7 +267,7 @@ abstract class OutboxStoreBase implements OutboxStore, CommitParticipant {
     if (this.sealedDeletes.size === 0) {
       [this.sealedDeletes, this.pendingDeletes] = [this.pendingDeletes, this.sealedDeletes];
     } else {
-      for (const [seq, r] of this.pendingDeletes) this.sealedDeletes.set(seq, r);
+      this.pendingDeletes.forEach((r, seq) => this.sealedDeletes.set(seq, r));
       this.pendingDeletes.clear();
     }
   }
@@ -759,7 +760,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     }
     this.tailIdle = false;
     // The table is the committed view; the tail mirrors its newest rows.
-    for (const seq of this.sealedDeletes.keys()) this.tail.remove(seq);
+    this.sealedDeletes.forEach((_, seq) => this.tail.remove(seq));
     for (const row of this.sealedAppends.values()) if (!this.sealedDeletes.has(row.seq)) this.tail.add(row);
     // Over budget: the oldest rows leave the tail (they stay in the table).
     while (this.tail.bytes > this.tailMaxBytes) {
@@ -1037,7 +1038,7 @@ export class MemoryOutboxStore extends OutboxStoreBase {
   }
 
   protected afterCommit(): void {
-    for (const seq of this.sealedDeletes.keys()) this.committedRows.remove(seq);
+    this.sealedDeletes.forEach((_, seq) => this.committedRows.remove(seq));
     for (const row of this.sealedAppends.values()) {
       this.committedRows.add(row);
       if (row.expiresAt > 0 && row.expiresAt < this.nextExpiry) this.nextExpiry = row.expiresAt;

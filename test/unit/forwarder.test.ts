@@ -539,9 +539,11 @@ class EncodingLink implements ForwarderLink {
 }
 
 class NumberedEncodingLink extends EncodingLink {
-  publishNumbered(topic: string, payload: Buffer, qos: 0 | 1, props: NumberedUserProperties, num: number, done: NumberedDone): void {
+  publishNumbered(
+    topic: string, payload: Buffer, payloadStart: number, payloadEnd: number, qos: 0 | 1, props: NumberedUserProperties, num: number, done: NumberedDone,
+  ): void {
     const out = new OutBuffer();
-    writePublishNumbered(out, topic, payload, qos, this.packetId(qos), props, num);
+    writePublishNumbered(out, topic, payload, qos, this.packetId(qos), props, num, payloadStart, payloadEnd);
     // As the link does: the completion gets the number back.
     this.record('publishNumbered', num, out, qos, (err) => done(err, num));
   }

@@ -16,6 +16,16 @@ function row(seq: number, extra: Partial<OutboxRow> = {}): OutboxRow {
   };
 }
 
+/** The record's fields as a plain object (a decoded record reads payload and createdAt from its segment). */
+function plain(r: OutboxRow): OutboxRow {
+  const o: OutboxRow = {
+    seq: r.seq, cls: r.cls, localTopic: r.localTopic, topic: r.topic, payload: Buffer.from(r.payload), qos: r.qos,
+    createdAt: r.createdAt, expiresAt: r.expiresAt, size: r.size,
+  };
+  if (r.properties !== undefined) o.properties = r.properties;
+  return o;
+}
+
 describe('outbox segments', () => {
   it('round-trips records: seqs, times, QoS, sizes, UTF-8 topics, properties with Buffers, binary and empty payloads', () => {
     const rows = [
@@ -26,9 +36,11 @@ describe('outbox segments', () => {
     const { data, summary } = encodeSegment(rows);
     expect(summary).to.deep.equal({ firstSeq: 7, lastSeq: 12, count: 3, bytes: 107 + 109 + 112, minExpires: 2 ** 47 });
     const back = decodeSegment(data, 'telemetry');
-    expect(back).to.deep.equal(rows);
-    // Payloads are views into the segment, not copies.
+    expect(back.map(plain)).to.deep.equal(rows.map(plain));
+    // Payloads are views into the segment, not copies, and their range is what the drain sends.
     expect(back[0]!.payload.buffer).to.equal(data.buffer);
+    expect(data.subarray(back[0]!.payloadStart, back[0]!.payloadEnd)).to.deep.equal(Buffer.from([0, 255, 0]));
+    expect(back[2]!.payloadEnd - back[2]!.payloadStart).to.equal(0);
   });
 
   it('decodes each record\'s own topics when many topics repeat, differ in one byte or outnumber the ones remembered', () => {

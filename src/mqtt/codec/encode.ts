@@ -296,9 +296,10 @@ function decimalLength(n: number): number {
  */
 export function writePublishNumbered(
   out: OutBuffer, topic: string | Buffer, payload: Buffer, qos: 0 | 1, packetId: number, props: NumberedUserProperties, num: number,
+  payloadStart = 0, payloadEnd = payload.length,
 ): void {
   const topicLen = typeof topic === 'string' ? Buffer.byteLength(topic) : topic.length;
-  const payloadLen = payload.length;
+  const payloadLen = payloadEnd - payloadStart;
   const head = props.head;
   const digits = decimalLength(num);
   const ps = head.length + 2 + digits;
@@ -325,7 +326,7 @@ export function writePublishNumbered(
     b[i] = 0x30 + (num - q * 10);
     num = q;
   }
-  writePayload(out, b, pos + digits, payload, 0, payloadLen, byRef);
+  writePayload(out, b, pos + digits, payload, payloadStart, payloadEnd, byRef);
 }
 
 /** Total wire size of a PUBLISH, to check it against a client's maximum packet size. */
