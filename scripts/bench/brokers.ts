@@ -3,11 +3,27 @@
 // same in-flight window per client, and persistence off, or on for the durable
 // scenario (Convoy's SQLite store, Mosquitto's `persistence true`).
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { isRunning, sleep, spawnWithFdLimit, stopProcess, type Spawned } from './proc.js';
+
+/** The Convoy checkout the benchmark runs from: the nearest directory up with package.json named "convoy". */
+export function findRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = path.join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      const parsed = JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown };
+      if (parsed.name === 'convoy') return dir;
+    }
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error('cannot find the Convoy project root (package.json with name "convoy")');
+    dir = up;
+  }
+}
 
 export type BrokerKind = 'convoy' | 'mosquitto';
 export const BROKER_KINDS: readonly BrokerKind[] = ['convoy', 'mosquitto'];

@@ -13,11 +13,11 @@
 import net from 'node:net';
 import mqttPacket from 'mqtt-packet';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
   UPLINK_GATEWAY,
   convoyUplinkConfig,
+  findRoot,
   freePort,
   freeStablePort,
   isBrokerKind,
@@ -96,10 +96,6 @@ async function startCountingProxy(upstreamPort: number): Promise<{ port: number;
       server.close();
     },
   };
-}
-
-function findRoot(): string {
-  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 }
 
 async function probe(kind: BrokerKind, window: number, messages: number, root: string, bench: string, subBinary: string): Promise<InflightCount & { delivered: number | null }> {

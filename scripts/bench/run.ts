@@ -19,6 +19,7 @@ import {
   convoyUplinkConfig,
   convoyMain,
   convoyNodeFlags,
+  findRoot,
   fsType,
   freePort,
   freeStablePort,
@@ -201,19 +202,6 @@ function parseCli(argv: string[]): Options | null {
   return { runs, quick, scenarios, sides, save: !(values['no-save'] ?? false), uplinkBacklog, uplinkWindow, fsyncDelayUs, storageKbS };
 }
 
-function findRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pkg = path.join(dir, 'package.json');
-    if (existsSync(pkg)) {
-      const parsed = JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown };
-      if (parsed.name === 'convoy') return dir;
-    }
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('cannot find the Convoy project root (package.json with name "convoy")');
-    dir = up;
-  }
-}
 
 function sh(cmd: string, args: string[], cwd?: string): string {
   try {

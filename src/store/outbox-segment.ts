@@ -150,7 +150,7 @@ export class SegmentRow implements OutboxRow {
   }
 
   get createdAt(): number {
-    return this.data.readUIntBE(this.at + 6, 6);
+    return readU48(this.data, this.at + 6);
   }
 }
 

@@ -700,8 +700,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     // Records handed out point at the segments just replaced.
     for (let i = 0; i < rows.length; i++) {
       const row = rows[i]!;
-      const slot = row.seq & (HANDED_OUT_SLOTS - 1);
-      if (this.handedOut[slot]?.seq === row.seq) this.handedOut[slot] = { seq: row.seq, cls, size: row.size, seg: merged, index: i };
+      if (this.handedOut[row.seq & (HANDED_OUT_SLOTS - 1)]?.seq === row.seq) this.handOut(merged, row, i);
     }
   }
 
