@@ -20,7 +20,7 @@ import type { Properties, QoS, UserProperties } from '../mqtt/packets.js';
 import { OUTBOX_CLASSES, type Outbox, type OutboxClass, type OutboxRecord } from './types.js';
 import { encodeEnvelope, signOrder } from '../security/signing.js';
 import type { GatewayKey } from '../security/keys.js';
-import { NumberedUserProperties } from '../mqtt/codec/encode.js';
+import { NumberedScratch, NumberedUserProperties, type NumberedSource } from '../mqtt/codec/encode.js';
 import { qos2PacketId } from './qos2-ids.js';
 import { SeqMap } from '../store/seq-map.js';
 import { SegmentRow } from '../store/outbox-segment.js';
@@ -36,14 +36,12 @@ export interface ForwarderLink {
   /**
    * Optional, MQTT 5 links only: `publish` at QoS 0/1 with user properties given pre-encoded (the
    * fixed pairs of `props`, then its number key = `num` in decimal), so no properties object is
-   * built and walked per message. The payload is payload[payloadStart, payloadEnd) (a record read
-   * from an outbox segment sends its bytes from there, with no view made per message). `done` gets
-   * `num` back, so one function serves every message. Without it, every message goes through
-   * `publish`.
+   * built and walked per message. Topic and payload are byte ranges (`src`, encoded before the
+   * call returns): a record read from an outbox segment is its own source, with no string or view
+   * made per message. `done` gets `num` back, so one function serves every message. Without it,
+   * every message goes through `publish`.
    */
-  publishNumbered?(
-    topic: string, payload: Buffer, payloadStart: number, payloadEnd: number, qos: 0 | 1, props: NumberedUserProperties, num: number, done: NumberedDone,
-  ): void;
+  publishNumbered?(src: NumberedSource, qos: 0 | 1, props: NumberedUserProperties, num: number, done: NumberedDone): void;
   /** Bytes written to the connection but not yet flushed (direct QoS 0 is dropped above a limit). */
   bufferedBytes?(): number;
   /**
@@ -164,6 +162,9 @@ export interface ForwarderStats {
   window: number;
 }
 
+/** Topics whose UTF-8 bytes the forwarder keeps for publishNumbered (records not read from a segment). */
+const TOPIC_BYTES_MAX = 1024;
+
 /** A refill group is a quarter of the window, at most this many records. */
 const REFILL_GROUP_MAX = 16;
 /** Longest a freed window slot waits for its group to fill. */
@@ -238,6 +239,17 @@ interface Retry {
   at: number;
 }
 
+/** One class's backlog as the forwarder reads it. */
+interface ClassQueue {
+  readonly cls: OutboxClass;
+  /** Records fetched and not yet sent, in seq order. */
+  buf: OutboxRecord[];
+  /** Seq of the last record fetched: the next query starts after it. */
+  cursor: number;
+  /** The last query returned everything there was (until nudge). */
+  exhausted: boolean;
+}
+
 export class Forwarder {
   private readonly outbox: Outbox;
   private readonly link: ForwarderLink;
@@ -259,6 +271,13 @@ export class Forwarder {
    * allocations were those closures).
    */
   private numberedDone: NumberedDone = (): void => {};
+  /** The source publishNumbered encodes a record from when the record is not a SegmentRow. */
+  private readonly scratch = new NumberedScratch();
+  /**
+   * UTF-8 bytes of the topics of such records sent lately: a truck sends many messages on few
+   * topics, and measuring and encoding the string for each was a tenth of the encoder's time.
+   */
+  private readonly topicBytes = new Map<string, Buffer>();
 
   /**
    * Bound on what a crash could make HQ receive twice: records in flight plus records HQ has
@@ -288,13 +307,14 @@ export class Forwarder {
   private fresh: OutboxRecord[] = [];
   /** Seqs sent in the fresh phase of this connection: the backlog skips them. */
   private readonly freshSent = new Set<number>();
-  /** Per class: prefetched records, the seq of the last one fetched, and "known empty". */
-  private readonly buffers = new Map<OutboxClass, OutboxRecord[]>();
-  private readonly cursor = new Map<OutboxClass, number>();
-  private readonly exhausted = new Map<OutboxClass, boolean>();
+  /**
+   * Per class, in priority order: prefetched records and where the outbox query goes on. Fields of
+   * one object, not Maps keyed by class: the drain looks them up for every message.
+   */
+  private readonly queues: readonly ClassQueue[] = OUTBOX_CLASSES.map((cls) => ({ cls, buf: [], cursor: 0, exhausted: false }));
   private retries: Retry[] = [];
-  /** What peekBacklog returned last came from `retries`. */
-  private peekedRetry = false;
+  /** Where what peekBacklog returned last came from: a class's queue, or `retries` (null). */
+  private peekedQueue: ClassQueue | null = null;
   private msgBucket: TokenBucket | null;
   private byteBucket: TokenBucket | null;
   private pumpScheduled = false;
@@ -368,8 +388,7 @@ export class Forwarder {
 
   /** New records were appended (of `cls`, or of any class). */
   nudge(cls?: OutboxClass): void {
-    if (cls) this.exhausted.set(cls, false);
-    else for (const c of OUTBOX_CLASSES) this.exhausted.set(c, false);
+    for (const q of this.queues) if (cls === undefined || q.cls === cls) q.exhausted = false;
     if (this.up) this.schedulePump();
   }
 
@@ -388,7 +407,7 @@ export class Forwarder {
       : undefined;
     const t = uplinkTopic(topic, 0, this.opts.gatewayId, this.opts.protocolVersion, this.opts.sequence311);
     try {
-      if (numbered) this.numbered.link.publishNumbered(t, payload, 0, payload.length, 0, this.numbered.gwSeq, 0, () => undefined);
+      if (numbered) this.numbered.link.publishNumbered(this.scratch.set(this.utf8(t), payload), 0, this.numbered.gwSeq, 0, () => undefined);
       else this.link.publish(t, payload, 0, props, () => undefined);
       this.st.direct++;
       return true;
@@ -426,10 +445,10 @@ export class Forwarder {
     this.fresh = [];
     this.freshSent.clear();
     this.retries = [];
-    for (const c of OUTBOX_CLASSES) {
-      this.buffers.set(c, []);
-      this.cursor.set(c, 0);
-      this.exhausted.set(c, false);
+    for (const q of this.queues) {
+      q.buf = [];
+      q.cursor = 0;
+      q.exhausted = false;
     }
   }
 
@@ -527,8 +546,9 @@ export class Forwarder {
           return;
         }
       }
-      if (this.peekedRetry) this.retries.shift();
-      else this.buffers.get(rec.cls)!.shift();
+      const q = this.peekedQueue;
+      if (q === null) this.retries.shift();
+      else q.buf.shift();
       this.spendPacing(rec, now);
       this.send(rec, now);
     }
@@ -556,55 +576,51 @@ export class Forwarder {
 
   /**
    * The next backlog record without taking it: a due retry, else the head of the highest class
-   * (peekedRetry says which: no object per message for it).
+   * (peekedQueue says where from: no object per message for it).
    */
   private peekBacklog(now: number): OutboxRecord | null {
     const r = this.retries[0];
-    this.peekedRetry = false;
+    this.peekedQueue = null;
     if (r) {
-      if (r.at <= now) {
-        this.peekedRetry = true;
-        return r.rec;
-      }
+      if (r.at <= now) return r.rec;
       this.wakeAt(r.at);
     }
-    for (const cls of OUTBOX_CLASSES) {
-      const rec = this.headOf(cls);
-      if (rec) return rec;
+    for (const q of this.queues) {
+      const rec = this.headOf(q);
+      if (rec) {
+        this.peekedQueue = q;
+        return rec;
+      }
     }
     return null;
   }
 
   /** Head of a class's queue, refilling from the outbox; skips records in flight or sent fresh. */
-  private headOf(cls: OutboxClass): OutboxRecord | undefined {
-    let buf = this.buffers.get(cls)!;
+  private headOf(q: ClassQueue): OutboxRecord | undefined {
+    const fresh = this.freshSent.size > 0;
     for (;;) {
+      const buf = q.buf;
       while (buf.length > 0) {
         const head = buf[0]!;
-        if (this.inFlight.has(head.seq) || this.freshSent.has(head.seq)) {
+        if (this.inFlight.has(head.seq) || (fresh && this.freshSent.has(head.seq))) {
           buf.shift();
           continue;
         }
         return head;
       }
-      if (this.exhausted.get(cls)) return undefined;
-      const after = this.cursor.get(cls)!;
-      const got = this.outbox.next(cls, after, this.batch);
+      if (q.exhausted) return undefined;
+      const after = q.cursor;
+      const got = this.outbox.next(q.cls, after, this.batch);
       if (got.length === 0) {
-        this.exhausted.set(cls, true);
+        q.exhausted = true;
         return undefined;
       }
       let last = after;
       for (const rec of got) if (rec.seq > last) last = rec.seq;
-      if (buf.length === 0) {
-        // The outbox's array becomes the buffer (it is new on every call): no copy.
-        buf = got;
-        this.buffers.set(cls, got);
-      } else {
-        for (const rec of got) buf.push(rec);
-      }
-      this.cursor.set(cls, last);
-      if (got.length < this.batch) this.exhausted.set(cls, true);
+      // The outbox's array becomes the buffer (it is new on every call): no copy.
+      q.buf = got;
+      q.cursor = last;
+      if (got.length < this.batch) q.exhausted = true;
     }
   }
 
@@ -628,10 +644,9 @@ export class Forwarder {
       this.inFlight.set(rec.seq, rec);
       this.st.sent++;
       try {
-        const topic = uplinkTopic(rec.topic, rec.seq, this.opts.gatewayId, this.opts.protocolVersion, this.opts.sequence311);
-        const link = this.numbered.link;
-        if (rec instanceof SegmentRow) link.publishNumbered(topic, rec.data, rec.payloadStart, rec.payloadEnd, qos, this.numbered.gwSeq, rec.seq, this.numberedDone);
-        else link.publishNumbered(topic, rec.payload, 0, rec.payload.length, qos, this.numbered.gwSeq, rec.seq, this.numberedDone);
+        // (MQTT 5: the topic at HQ is the record's topic, no suffix.)
+        const src = rec instanceof SegmentRow ? rec : this.scratch.set(this.utf8(rec.topic), rec.payload);
+        this.numbered.link.publishNumbered(src, qos, this.numbered.gwSeq, rec.seq, this.numberedDone);
       } catch (err) {
         this.numberedDone(err instanceof Error ? err : new Error(String(err)), rec.seq);
       }
@@ -643,6 +658,18 @@ export class Forwarder {
     } catch (err) {
       done(err instanceof Error ? err : new Error(String(err)));
     }
+  }
+
+  /** The UTF-8 bytes of a topic, kept for the next message on it. */
+  private utf8(topic: string): Buffer {
+    let bytes = this.topicBytes.get(topic);
+    if (bytes === undefined) {
+      // Bounded: a truck whose topics keep changing starts the cache again.
+      if (this.topicBytes.size >= TOPIC_BYTES_MAX) this.topicBytes.clear();
+      bytes = Buffer.from(topic, 'utf8');
+      this.topicBytes.set(topic, bytes);
+    }
+    return bytes;
   }
 
   /** What HQ gets for a record: its topic, and its payload and properties, signed where a route says so. */

@@ -43,7 +43,7 @@ import type { UplinkConfig } from '../config/schema.js';
 import { Backoff } from './backoff.js';
 import { expandGateway } from './routes.js';
 import type { ForwarderLink, NumberedDone } from './forwarder.js';
-import { writeAck, writePublish, writePublishNumbered, type NumberedUserProperties, type PublishSource } from '../mqtt/codec/encode.js';
+import { writeAck, writePublish, writePublishNumbered, type NumberedSource, type NumberedUserProperties, type PublishSource } from '../mqtt/codec/encode.js';
 import { OutBuffer } from '../mqtt/codec/out-buffer.js';
 import { AckTap, HqStream, PUBACK, PUBCOMP, PUBREC, type HqSocketOptions } from './hq-stream.js';
 import { QOS2_ID_BASE } from './qos2-ids.js';
@@ -113,8 +113,6 @@ export const LINK_STATE_TOPIC = 'convoy/uplink/state';
 const ACK_CMDS = new Set<string>(['puback', 'pubrec', 'pubcomp', 'suback', 'unsuback']);
 /** Sender id of everything the uplink publishes locally; the publish tap ignores it (no loops). */
 export const UPLINK_SENDER_ID = '$uplink';
-/** Topics whose UTF-8 bytes the link keeps for publishNumbered. */
-const TOPIC_BYTES_MAX = 1024;
 
 export type LinkState = 'down' | 'connecting' | 'up';
 
@@ -249,11 +247,6 @@ export class Link implements ForwarderLink {
   private readonly pendingAcks = new Array<NumberedDone | undefined>(65536).fill(undefined);
   /** The number a publishNumbered's `done` gets back, by packet id (0 for publish). */
   private readonly pendingNums = new Float64Array(65536);
-  /**
-   * UTF-8 bytes of the topics publishNumbered sent lately: a truck sends many messages on few
-   * topics, and measuring and encoding the string for each was a tenth of the encoder's time.
-   */
-  private readonly topicBytes = new Map<string, Buffer>();
   /** Our QoS 2 uplink publishes of this connection awaiting PUBREC or PUBCOMP, by packet id. */
   private readonly exactlyOnce = new Map<number, ExactlyOnceFlow>();
   /** Encoded uplink publishes not yet written (one write per event-loop turn). */
@@ -369,21 +362,12 @@ export class Link implements ForwarderLink {
    * ForwarderLink: one MQTT 5 QoS 0/1 PUBLISH whose properties are pre-encoded (see
    * NumberedUserProperties), sent like `publish` does. Ignored when the link is not up.
    */
-  publishNumbered(
-    topic: string, payload: Buffer, payloadStart: number, payloadEnd: number, qos: 0 | 1, props: NumberedUserProperties, num: number, done: NumberedDone,
-  ): void {
+  publishNumbered(src: NumberedSource, qos: 0 | 1, props: NumberedUserProperties, num: number, done: NumberedDone): void {
     const client = this.client;
     if (!client || this.st.state !== 'up') return;
     const id = this.directPacketId(qos, done, num);
     if (id === null) return;
-    let bytes = this.topicBytes.get(topic);
-    if (bytes === undefined) {
-      // Bounded: a truck whose topics keep changing starts the cache again.
-      if (this.topicBytes.size >= TOPIC_BYTES_MAX) this.topicBytes.clear();
-      bytes = Buffer.from(topic, 'utf8');
-      this.topicBytes.set(topic, bytes);
-    }
-    writePublishNumbered(this.outgoing, bytes, payload, qos, id, props, num, payloadStart, payloadEnd);
+    writePublishNumbered(this.outgoing, src, qos, id, props, num);
     this.directWritten(client, qos, done, num);
   }
 

@@ -13,6 +13,7 @@
 //   local topic length 2 | topic length 2 | properties length 4 | payload length 4 |
 //   local topic (UTF-8) | topic (UTF-8) | properties (JSON, UTF-8; empty = none) | payload
 import type { Properties, QoS } from '../mqtt/packets.js';
+import type { NumberedSource } from '../mqtt/codec/encode.js';
 import type { OutboxClass } from '../bridge/types.js';
 import type { OutboxRow } from './outbox-store.js';
 import { decodeProperties, encodeProperties } from './sqlite-state-store.js';
@@ -81,50 +82,14 @@ export function encodeSegment(records: readonly OutboxRow[]): { data: Buffer; su
   return { data, summary: { firstSeq: first.seq, lastSeq: last.seq, count: n, bytes, minExpires } };
 }
 
-/** Distinct topics a decode remembers, of each kind (a segment's records mostly share a few). */
-const TOPIC_MEMORY = 16;
-
 /**
- * The topics of one decode: the UTF-8 bytes data[start, end) as a string, the same string object
- * for the same bytes when they were seen recently. A drain decodes every record; a string per
- * topic per record was a sixth of its main thread with the garbage it left.
+ * A record decoded from a segment. Its topics, payload and creation time stay in the segment's
+ * bytes until asked for. The drain sends topic and payload straight from `data` (it is the
+ * NumberedSource that Link.publishNumbered encodes from) and reads neither string: a string per
+ * topic per record, then the link's encoding of it again, were a tenth of a drain's main thread,
+ * and a payload view plus a HeapNumber per record were a third of the garbage it made.
  */
-class TopicStrings {
-  private readonly starts: number[] = [];
-  private readonly lengths: number[] = [];
-  private readonly strings: string[] = [];
-  private next = 0;
-
-  constructor(private readonly data: Buffer) {}
-
-  get(start: number, end: number): string {
-    const data = this.data;
-    const len = end - start;
-    for (let k = 0; k < this.strings.length; k++) {
-      if (this.lengths[k] !== len) continue;
-      // From the end: topics of a truck share their first levels.
-      const s = this.starts[k]!;
-      let i = len - 1;
-      while (i >= 0 && data[s + i] === data[start + i]) i--;
-      if (i < 0) return this.strings[k]!;
-    }
-    const str = data.toString('utf8', start, end);
-    const k = this.next;
-    this.next = (k + 1) % TOPIC_MEMORY;
-    this.starts[k] = start;
-    this.lengths[k] = len;
-    this.strings[k] = str;
-    return str;
-  }
-}
-
-/**
- * A record decoded from a segment. Its payload and creation time stay in the segment's bytes until
- * asked for: the drain sends the payload straight from `data` (Link.publishNumbered takes the
- * range) and never reads createdAt, and a view plus a HeapNumber per record were a third of the
- * garbage a drain made (heap profile).
- */
-export class SegmentRow implements OutboxRow {
+export class SegmentRow implements OutboxRow, NumberedSource {
   properties: Properties | undefined = undefined;
 
   constructor(
@@ -134,15 +99,34 @@ export class SegmentRow implements OutboxRow {
     private readonly at: number,
     readonly seq: number,
     readonly cls: OutboxClass,
-    readonly localTopic: string,
-    readonly topic: string,
     readonly qos: QoS,
     readonly expiresAt: number,
     readonly size: number,
+    /** The remote topic's UTF-8 bytes are data[topicStart, topicEnd) (the local topic is just before). */
+    readonly topicStart: number,
+    readonly topicEnd: number,
     /** The payload is data[payloadStart, payloadEnd). */
     readonly payloadStart: number,
     readonly payloadEnd: number,
   ) {}
+
+  get topicBuf(): Buffer {
+    return this.data;
+  }
+
+  get payloadBuf(): Buffer {
+    return this.data;
+  }
+
+  /** A new string on every call (diagnostics, newest-per-topic, signing: not the drain's path). */
+  get localTopic(): string {
+    return this.data.toString('utf8', this.at + RECORD_HEADER_BYTES, this.topicStart);
+  }
+
+  /** A new string on every call, as localTopic. */
+  get topic(): string {
+    return this.data.toString('utf8', this.topicStart, this.topicEnd);
+  }
 
   /** A view into the segment (no copy). */
   get payload(): Buffer {
@@ -160,13 +144,11 @@ function readU48(data: Buffer, off: number): number {
 }
 
 /**
- * Unpacks a segment's records. Payloads stay in `data` (SegmentRow); records with the same topic
- * share its string. Throws on a record that runs past the end (a damaged row).
+ * Unpacks a segment's records; topics and payloads stay in `data` (SegmentRow). Throws on a record
+ * that runs past the end (a damaged row).
  */
 export function decodeSegment(data: Buffer, cls: OutboxClass): SegmentRow[] {
   const out: SegmentRow[] = [];
-  const localTopics = new TopicStrings(data);
-  const topics = new TopicStrings(data);
   let off = 0;
   const end = data.length;
   while (off < end) {
@@ -181,10 +163,7 @@ export function decodeSegment(data: Buffer, cls: OutboxClass): SegmentRow[] {
     const d = c + pp;
     const e = d + pl;
     if (e > end) throw new RangeError(`outbox segment damaged: the record at byte ${off} runs past ${end}`);
-    const rec = new SegmentRow(
-      data, off, readU48(data, off), cls, localTopics.get(a, b), topics.get(b, c), data[off + 18] as QoS,
-      readU48(data, off + 12), data.readUInt32BE(off + 19), d, e,
-    );
+    const rec = new SegmentRow(data, off, readU48(data, off), cls, data[off + 18] as QoS, readU48(data, off + 12), data.readUInt32BE(off + 19), b, c, d, e);
     if (pp > 0) rec.properties = decodeProperties(data.toString('utf8', c, d));
     out.push(rec);
     off = e;

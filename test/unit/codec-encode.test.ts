@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import fc from 'fast-check';
 import mqttPacket from 'mqtt-packet';
 import {
-  NumberedUserProperties, publishSize, writeAck, writeConnack, writeDisconnect, writePingresp, writePublish, writePublishNumbered,
+  NumberedScratch, NumberedUserProperties, publishSize, writeAck, writeConnack, writeDisconnect, writePingresp, writePublish, writePublishNumbered,
   writeSubUnsubAck, type PublishSource,
 } from '../../src/mqtt/codec/encode.js';
 import { COPY_LIMIT, OutBuffer } from '../../src/mqtt/codec/out-buffer.js';
@@ -250,13 +250,20 @@ describe('codec: encode server packets', () => {
     }
 
     function numbered(topic: string, payload: Buffer, qos: 0 | 1, id: number, fixed: UserProperties, key: string, num: number): Buffer {
+      const props = new NumberedUserProperties(fixed, key);
       const out = new OutBuffer();
-      writePublishNumbered(out, topic, payload, qos, id, new NumberedUserProperties(fixed, key), num);
+      writePublishNumbered(out, new NumberedScratch().set(Buffer.from(topic, 'utf8'), payload), qos, id, props, num);
       const bytes = take(out);
-      // The topic given as its UTF-8 bytes: the same packet.
-      const pre = new OutBuffer();
-      writePublishNumbered(pre, Buffer.from(topic, 'utf8'), payload, qos, id, new NumberedUserProperties(fixed, key), num);
-      expect(take(pre).equals(bytes), `topic ${topic} as bytes`).to.equal(true);
+      // Topic and payload as ranges of one buffer with bytes around them, as in an outbox
+      // segment: the same packet.
+      const t = Buffer.from(topic, 'utf8');
+      const seg = Buffer.concat([Buffer.from('before'), t, Buffer.from('mid'), payload, Buffer.from('after')]);
+      const tEnd = 6 + t.length;
+      const pStart = tEnd + 3;
+      const src = { topicBuf: seg, topicStart: 6, topicEnd: tEnd, payloadBuf: seg, payloadStart: pStart, payloadEnd: pStart + payload.length };
+      const ranged = new OutBuffer();
+      writePublishNumbered(ranged, src, qos, id, props, num);
+      expect(take(ranged).equals(bytes), `topic ${topic} and payload as ranges of one buffer`).to.equal(true);
       return bytes;
     }
 
@@ -308,7 +315,10 @@ describe('codec: encode server packets', () => {
     it('is an ordinary PUBLISH to an independent parser, packed behind others in one OutBuffer', () => {
       const out = new OutBuffer();
       const props = new NumberedUserProperties([['gw', 'gw1']], 'seq');
-      for (let i = 0; i < 300; i++) writePublishNumbered(out, `u/${i}`, Buffer.alloc(i % 3 === 0 ? COPY_LIMIT + i : i, 1), (i % 2) as 0 | 1, i + 1, props, i * 1000);
+      for (let i = 0; i < 300; i++) {
+        const src = new NumberedScratch().set(Buffer.from(`u/${i}`), Buffer.alloc(i % 3 === 0 ? COPY_LIMIT + i : i, 1));
+        writePublishNumbered(out, src, (i % 2) as 0 | 1, i + 1, props, i * 1000);
+      }
       const packets = parseAll(take(out), 5);
       expect(packets).to.have.length(300);
       packets.forEach((p, i) => {

@@ -3,7 +3,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { Forwarder, TokenBucket, uplinkProperties, uplinkTopic, type ForwarderLink, type ForwarderOptions, type NumberedDone } from '../../src/bridge/forwarder.js';
 import type { Properties, QoS } from '../../src/mqtt/packets.js';
 import { OUTBOX_CLASSES, type Outbox, type OutboxClass, type OutboxRecord, type OutboxStats } from '../../src/bridge/types.js';
-import { writePublish, writePublishNumbered, type NumberedUserProperties } from '../../src/mqtt/codec/encode.js';
+import { writePublish, writePublishNumbered, type NumberedSource, type NumberedUserProperties } from '../../src/mqtt/codec/encode.js';
 import { OutBuffer } from '../../src/mqtt/codec/out-buffer.js';
 import { keyId } from '../../src/security/signing.js';
 import { QOS2_ID_COUNT, qos2PacketId } from '../../src/bridge/qos2-ids.js';
@@ -539,11 +539,9 @@ class EncodingLink implements ForwarderLink {
 }
 
 class NumberedEncodingLink extends EncodingLink {
-  publishNumbered(
-    topic: string, payload: Buffer, payloadStart: number, payloadEnd: number, qos: 0 | 1, props: NumberedUserProperties, num: number, done: NumberedDone,
-  ): void {
+  publishNumbered(src: NumberedSource, qos: 0 | 1, props: NumberedUserProperties, num: number, done: NumberedDone): void {
     const out = new OutBuffer();
-    writePublishNumbered(out, topic, payload, qos, this.packetId(qos), props, num, payloadStart, payloadEnd);
+    writePublishNumbered(out, src, qos, this.packetId(qos), props, num);
     // As the link does: the completion gets the number back.
     this.record('publishNumbered', num, out, qos, (err) => done(err, num));
   }

@@ -43,9 +43,9 @@ describe('outbox segments', () => {
     expect(back[2]!.payloadEnd - back[2]!.payloadStart).to.equal(0);
   });
 
-  it('decodes each record\'s own topics when many topics repeat, differ in one byte or outnumber the ones remembered', () => {
-    // Topics that share a decoder's remembered strings (repeats), that have the same length and
-    // differ only in their first byte, and more distinct ones than it remembers (40 > 16).
+  it('decodes each record\'s own topics when many topics repeat, differ in one byte, or are many', () => {
+    // Topics that repeat, that have the same length and differ only in their first byte, and 40
+    // distinct ones. The ranges the drain encodes from hold the same bytes as the strings.
     const rows: OutboxRow[] = [];
     for (let i = 0; i < 200; i++) {
       const t = i % 40;
@@ -55,6 +55,8 @@ describe('outbox segments', () => {
     rows.push(row(201, { localTopic: 'a/sensor/y', topic: 'fleet/0/a' }), row(202, { localTopic: 'b/sensor/y', topic: 'fleet/1/b' }));
     const back = decodeSegment(encodeSegment(rows).data, 'telemetry');
     expect(back.map((r) => [r.localTopic, r.topic])).to.deep.equal(rows.map((r) => [r.localTopic, r.topic]));
+    expect(back.map((r) => r.topicBuf.toString('utf8', r.topicStart, r.topicEnd))).to.deep.equal(rows.map((r) => r.topic));
+    expect(back.map((r) => r.payloadBuf.subarray(r.payloadStart, r.payloadEnd))).to.deep.equal(rows.map((r) => r.payload));
   });
 
   it('has no earliest expiry when nothing expires, and refuses an empty segment', () => {

@@ -289,17 +289,31 @@ function decimalLength(n: number): number {
 }
 
 /**
- * Writes an MQTT 5 PUBLISH (not retained, not dup) carrying `props` with `num`, a non-negative
- * safe integer, as the last value: the same bytes as writePublish given those user properties
- * with `String(num)`. The topic may be given already UTF-8 encoded (a caller sending many
- * messages on few topics keeps their bytes).
+ * A PUBLISH's topic (UTF-8) and payload as byte ranges of buffers. Both may be in one buffer: an
+ * outbox segment holds a record's topic and payload (SegmentRow), so the drain encodes from it
+ * with no string, view or object per message.
  */
-export function writePublishNumbered(
-  out: OutBuffer, topic: string | Buffer, payload: Buffer, qos: 0 | 1, packetId: number, props: NumberedUserProperties, num: number,
-  payloadStart = 0, payloadEnd = payload.length,
-): void {
-  const topicLen = typeof topic === 'string' ? Buffer.byteLength(topic) : topic.length;
-  const payloadLen = payloadEnd - payloadStart;
+export interface NumberedSource {
+  readonly topicBuf: Buffer;
+  readonly topicStart: number;
+  readonly topicEnd: number;
+  readonly payloadBuf: Buffer;
+  readonly payloadStart: number;
+  readonly payloadEnd: number;
+}
+
+/** Topics up to this many bytes are copied byte by byte: cheaper than Buffer#copy's view. */
+const TOPIC_LOOP_MAX = 64;
+
+/**
+ * Writes an MQTT 5 PUBLISH (not retained, not dup) of `src` carrying `props` with `num`, a
+ * non-negative safe integer, as the last value: the same bytes as writePublish given those user
+ * properties with `String(num)`.
+ */
+export function writePublishNumbered(out: OutBuffer, src: NumberedSource, qos: 0 | 1, packetId: number, props: NumberedUserProperties, num: number): void {
+  const topicStart = src.topicStart;
+  const topicLen = src.topicEnd - topicStart;
+  const payloadLen = src.payloadEnd - src.payloadStart;
   const head = props.head;
   const digits = decimalLength(num);
   const ps = head.length + 2 + digits;
@@ -312,9 +326,12 @@ export function writePublishNumbered(
   b[pos++] = (PacketType.PUBLISH << 4) | (qos << 1);
   pos = writeVarint(b, pos, bodyLen);
   pos = writeU16(b, pos, topicLen);
-  if (typeof topic === 'string') b.write(topic, pos, 'utf8');
-  else b.set(topic, pos);
-  pos += topicLen;
+  const t = src.topicBuf;
+  if (topicLen <= TOPIC_LOOP_MAX) {
+    for (let i = 0; i < topicLen; i++) b[pos++] = t[topicStart + i]!;
+  } else {
+    pos += t.copy(b, pos, topicStart, src.topicEnd);
+  }
   if (qos > 0) pos = writeU16(b, pos, packetId);
   pos = writeVarint(b, pos, ps);
   // Byte by byte: for a head this short, cheaper than Buffer#copy.
@@ -326,7 +343,30 @@ export function writePublishNumbered(
     b[i] = 0x30 + (num - q * 10);
     num = q;
   }
-  writePayload(out, b, pos + digits, payload, payloadStart, payloadEnd, byRef);
+  writePayload(out, b, pos + digits, src.payloadBuf, src.payloadStart, src.payloadEnd, byRef);
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** A NumberedSource to fill and pass on at once (one per sender, reused for every message). */
+export class NumberedScratch implements NumberedSource {
+  topicBuf: Buffer = EMPTY;
+  topicStart = 0;
+  topicEnd = 0;
+  payloadBuf: Buffer = EMPTY;
+  payloadStart = 0;
+  payloadEnd = 0;
+
+  /** Points at the whole of `topic` (UTF-8 bytes) and `payload`. */
+  set(topic: Buffer, payload: Buffer): this {
+    this.topicBuf = topic;
+    this.topicStart = 0;
+    this.topicEnd = topic.length;
+    this.payloadBuf = payload;
+    this.payloadStart = 0;
+    this.payloadEnd = payload.length;
+    return this;
+  }
 }
 
 /** Total wire size of a PUBLISH, to check it against a client's maximum packet size. */
