@@ -287,8 +287,13 @@ export class Forwarder {
   private readonly unconfirmedLimit: number;
   /** Free window slots that make an acknowledgement refill the window at once (see completed). */
   private refillGroup = 1;
-  /** Refills a window with fewer free slots than refillGroup after REFILL_WAIT_MS. */
+  /**
+   * Refills a window with fewer free slots than refillGroup after REFILL_WAIT_MS, while
+   * refillArmed. One timer for the connection, re-armed with refresh() and left to fire idle when
+   * a pump came first: a new Timeout and a clearTimeout per group were a thirtieth of a drain.
+   */
   private refillTimer: NodeJS.Timeout | null = null;
+  private refillArmed = false;
   private readonly stopWatchingRemovals: () => void;
 
   private up = false;
@@ -482,6 +487,14 @@ export class Forwarder {
   private clearRefillTimer(): void {
     if (this.refillTimer !== null) clearTimeout(this.refillTimer);
     this.refillTimer = null;
+    this.refillArmed = false;
+  }
+
+  private armRefillTimer(): void {
+    if (this.refillArmed) return;
+    this.refillArmed = true;
+    if (this.refillTimer === null) this.refillTimer = setTimeout(this.onRefillTimer, REFILL_WAIT_MS);
+    else this.refillTimer.refresh();
   }
 
   private clearTimer(): void {
@@ -504,7 +517,7 @@ export class Forwarder {
   }
 
   private pump(): void {
-    this.clearRefillTimer();
+    this.refillArmed = false;
     if (!this.up || this.stopped || this.quiesced || this.pumping) return;
     this.pumping = true;
     try {
@@ -782,11 +795,10 @@ export class Forwarder {
     // with removals committed in groups (bench A/B). A slow link is not held back for long: a
     // group that does not fill goes after REFILL_WAIT_MS.
     if (this.inFlight.size === 0 || this.window - this.inFlight.size >= this.refillGroup) this.pumpSoon();
-    else this.refillTimer ??= setTimeout(this.onRefillTimer, REFILL_WAIT_MS);
+    else this.armRefillTimer();
   }
 
   private readonly onRefillTimer = (): void => {
-    this.refillTimer = null;
-    this.pump();
+    if (this.refillArmed) this.pump();
   };
 }

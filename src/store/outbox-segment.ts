@@ -138,9 +138,19 @@ export class SegmentRow implements OutboxRow, NumberedSource {
   }
 }
 
-/** A 6-byte big-endian integer (seq, times) as arithmetic on two reads, with no call to readUIntBE. */
+// Big-endian integers read byte by byte: a Buffer method call costs a property load from
+// Buffer.prototype (a generic load IC in optimized code) and a call, for each field of each record.
+function readU16(data: Buffer, off: number): number {
+  return (data[off]! << 8) | data[off + 1]!;
+}
+
+function readU32(data: Buffer, off: number): number {
+  return data[off]! * 0x1000000 + ((data[off + 1]! << 16) | (data[off + 2]! << 8) | data[off + 3]!);
+}
+
+/** A 6-byte big-endian integer (seq, times). */
 function readU48(data: Buffer, off: number): number {
-  return data.readUInt16BE(off) * 0x100000000 + data.readUInt32BE(off + 2);
+  return readU16(data, off) * 0x100000000 + readU32(data, off + 2);
 }
 
 /**
@@ -153,17 +163,17 @@ export function decodeSegment(data: Buffer, cls: OutboxClass): SegmentRow[] {
   const end = data.length;
   while (off < end) {
     if (off + RECORD_HEADER_BYTES > end) throw new RangeError(`outbox segment damaged: a record header at byte ${off} runs past ${end}`);
-    const lt = data.readUInt16BE(off + 23);
-    const tt = data.readUInt16BE(off + 25);
-    const pp = data.readUInt32BE(off + 27);
-    const pl = data.readUInt32BE(off + 31);
+    const lt = readU16(data, off + 23);
+    const tt = readU16(data, off + 25);
+    const pp = readU32(data, off + 27);
+    const pl = readU32(data, off + 31);
     const a = off + RECORD_HEADER_BYTES;
     const b = a + lt;
     const c = b + tt;
     const d = c + pp;
     const e = d + pl;
     if (e > end) throw new RangeError(`outbox segment damaged: the record at byte ${off} runs past ${end}`);
-    const rec = new SegmentRow(data, off, readU48(data, off), cls, data[off + 18] as QoS, readU48(data, off + 12), data.readUInt32BE(off + 19), b, c, d, e);
+    const rec = new SegmentRow(data, off, readU48(data, off), cls, data[off + 18] as QoS, readU48(data, off + 12), readU32(data, off + 19), b, c, d, e);
     if (pp > 0) rec.properties = decodeProperties(data.toString('utf8', c, d));
     out.push(rec);
     off = e;
