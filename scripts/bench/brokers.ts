@@ -380,7 +380,10 @@ export function makeDataDir(dir: string, name: string): string {
   return d;
 }
 
-/** Starts Convoy or Mosquitto with `config` written to `dir/<name>.conf|toml`; waits until it listens. */
+/**
+ * Starts Convoy or Mosquitto with `config` written to `dir/<name>.conf|toml`; waits until it listens.
+ * `wrap` runs Mosquitto under another command (valgrind and its options: hq-cost.ts).
+ */
 export async function startConfigured(
   kind: BrokerKind,
   label: string,
@@ -390,6 +393,7 @@ export async function startConfigured(
   port: number,
   config: string,
   readyTimeoutMs = 20_000,
+  wrap: readonly string[] = [],
 ): Promise<ConfiguredBroker> {
   const file = path.join(dir, `${name}.${kind === 'convoy' ? 'toml' : 'conf'}`);
   writeFileSync(file, config);
@@ -400,7 +404,8 @@ export async function startConfigured(
     const [cmd, args] = convoyCommand(root, file);
     proc = spawnWithFdLimit(cmd, args, { cwd: root, env });
   } else {
-    proc = spawnWithFdLimit(MOSQUITTO_BIN, ['-c', file], { cwd: dir, env });
+    const [cmd, ...args] = [...wrap, MOSQUITTO_BIN, '-c', file];
+    proc = spawnWithFdLimit(cmd, args, { cwd: dir, env });
   }
   const stop = (): Promise<void> => stopProcess(proc);
   try {
