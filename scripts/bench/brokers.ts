@@ -8,7 +8,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { isRunning, sleep, spawnWithFdLimit, stopProcess, type Spawned } from './proc.js';
+import { isRunning, killAllChildren, sleep, spawnWithFdLimit, stopProcess, type Spawned } from './proc.js';
 
 /** The Convoy checkout the benchmark runs from: the nearest directory up with package.json named "convoy". */
 export function findRoot(): string {
@@ -99,6 +99,34 @@ export function removeTempDirsSync(): void {
 
 export function isBrokerKind(s: string): s is BrokerKind {
   return (BROKER_KINDS as readonly string[]).includes(s);
+}
+
+/** The brokers of a `--brokers a,b` list, in order; throws on an unknown name. */
+export function brokerKinds(list: string): BrokerKind[] {
+  return list
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0)
+    .map((b) => {
+      if (!isBrokerKind(b)) throw new Error(`unknown broker '${b}'; known: ${BROKER_KINDS.join(', ')}`);
+      return b;
+    });
+}
+
+/**
+ * Runs a bench script's main: at exit every child is stopped and every temp dir removed, and a
+ * failure is reported as "<name> failed: <message>" with exit code 1.
+ */
+export function runBenchScript(name: string, main: () => Promise<void>, report: (line: string) => void = console.error): void {
+  process.on('exit', () => {
+    killAllChildren();
+    removeTempDirsSync();
+  });
+  main().catch((err: unknown) => {
+    killAllChildren();
+    report(`${name} failed: ${err instanceof Error ? err.message : String(err)}`);
+    process.exitCode = 1;
+  });
 }
 
 export function convoyConfig(port: number, dataDir: string, persistence = false): string {

@@ -17,23 +17,23 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   UPLINK_GATEWAY,
+  brokerKinds,
   convoyUplinkConfig,
   findRoot,
   freePort,
   freeStablePort,
-  isBrokerKind,
   makeDataDir,
   makeTempDir,
   mosquittoHqConfig,
   mosquittoTruckConfig,
   removeTempDir,
-  removeTempDirsSync,
+  runBenchScript,
   startConfigured,
   type BrokerKind,
   type ConfiguredBroker,
 } from './brokers.js';
 import { ensureMqttbench, ensurePersistentSub, finishPersistentSub, num, runMqttbench, startPersistentSub } from './mqttbench.js';
-import { killAllChildren, sleep, stopProcess } from './proc.js';
+import { sleep, stopProcess } from './proc.js';
 import { UPLINK_FILTER, UPLINK_SUB_ID, uplinkPubFlags } from './scenarios.js';
 
 const WARMUP_MESSAGES = 2000;
@@ -130,8 +130,7 @@ async function main(): Promise<void> {
   });
   const messages = Number(values.messages);
   if (!Number.isInteger(messages) || messages < 1000) throw new Error(`--messages must be an integer >= 1000, got ${values.messages}`);
-  const kinds = values.brokers.split(',').map((s) => s.trim());
-  for (const k of kinds) if (!isBrokerKind(k)) throw new Error(`unknown broker '${k}'`);
+  const kinds = brokerKinds(values.brokers);
   if (spawnSync('valgrind', ['--version']).status !== 0) throw new Error('valgrind is not installed (Debian: apt-get install valgrind)');
   const root = findRoot();
   const bench = ensureMqttbench(root).binary;
@@ -139,7 +138,7 @@ async function main(): Promise<void> {
   console.log(`HQ cost: HQ Mosquitto under callgrind takes a backlog of ${messages} QoS 1 messages from the truck (${UPLINK_GATEWAY}), MQTT 5`);
   console.log('truck       | HQ instructions per message | drain total   | fixed (start, restore, stop) | delivered at HQ');
   const results: HqCost[] = [];
-  for (const kind of kinds as BrokerKind[]) {
+  for (const kind of kinds) {
     const c = await measure(kind, messages, root, bench, subBinary);
     results.push(c);
     console.log(
@@ -152,12 +151,4 @@ async function main(): Promise<void> {
   for (const c of results) if (c.delivered !== c.messages) process.exitCode = 1;
 }
 
-process.on('exit', () => {
-  killAllChildren();
-  removeTempDirsSync();
-});
-main().catch((err: unknown) => {
-  killAllChildren();
-  console.error(`hq-cost failed: ${err instanceof Error ? err.message : String(err)}`);
-  process.exitCode = 1;
-});
+runBenchScript('hq-cost', main);

@@ -16,23 +16,23 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   UPLINK_GATEWAY,
+  brokerKinds,
   convoyUplinkConfig,
   findRoot,
   freePort,
   freeStablePort,
-  isBrokerKind,
   makeDataDir,
   makeTempDir,
   mosquittoHqConfig,
   mosquittoTruckConfig,
   removeTempDir,
-  removeTempDirsSync,
+  runBenchScript,
   startConfigured,
   type BrokerKind,
   type ConfiguredBroker,
 } from './brokers.js';
 import { ensureMqttbench, ensurePersistentSub, finishPersistentSub, num, runMqttbench, startPersistentSub } from './mqttbench.js';
-import { killAllChildren, waitFor } from './proc.js';
+import { waitFor } from './proc.js';
 import { UPLINK_FILTER, UPLINK_SUB_ID, uplinkPubFlags } from './scenarios.js';
 
 /** What the proxy saw on the truck's connections to HQ. */
@@ -137,14 +137,13 @@ async function main(): Promise<void> {
   const messages = Number(values.messages);
   if (!Number.isInteger(window) || window < 1 || window > 65534) throw new Error(`--window must be 1-65534, got ${values.window}`);
   if (!Number.isInteger(messages) || messages < 100) throw new Error(`--messages must be an integer >= 100, got ${values.messages}`);
-  const kinds = values.brokers.split(',').map((s) => s.trim());
-  for (const k of kinds) if (!isBrokerKind(k)) throw new Error(`unknown broker '${k}'`);
+  const kinds = brokerKinds(values.brokers);
   const root = findRoot();
   const bench = ensureMqttbench(root).binary;
   const subBinary = ensurePersistentSub(root).binary;
   console.log(`in-flight probe: HQ Mosquitto with max_inflight_messages ${window}; ${messages} QoS 1 messages published on the truck (${UPLINK_GATEWAY})`);
   console.log('truck       | HQ receive maximum | QoS>0 PUBLISH to HQ | max unacknowledged | sent over the limit | delivered at HQ');
-  for (const kind of kinds as BrokerKind[]) {
+  for (const kind of kinds) {
     const c = await probe(kind, window, messages, root, bench, subBinary);
     console.log(
       `${kind.padEnd(11)} | ${String(c.receiveMaximum).padStart(18)} | ${String(c.publishes).padStart(19)} | ${String(c.maxUnacked).padStart(18)} | ${String(c.overLimit).padStart(19)} | ${String(c.delivered).padStart(15)}`,
@@ -153,12 +152,4 @@ async function main(): Promise<void> {
   }
 }
 
-process.on('exit', () => {
-  killAllChildren();
-  removeTempDirsSync();
-});
-main().catch((err: unknown) => {
-  killAllChildren();
-  console.error(`inflight-probe failed: ${err instanceof Error ? err.message : String(err)}`);
-  process.exitCode = 1;
-});
+runBenchScript('inflight-probe', main);

@@ -10,31 +10,31 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
-  BROKER_KINDS,
   MAX_INFLIGHT,
   MOSQUITTO_BIN,
   UPLINK_INFLIGHT,
   benchTmpRoot,
+  brokerKinds,
   convoyConfig,
-  convoyUplinkConfig,
   convoyMain,
   convoyNodeFlags,
+  convoyUplinkConfig,
   findRoot,
-  fsType,
   freePort,
   freeStablePort,
-  isBrokerKind,
+  fsType,
   makeDataDir,
   makeTempDir,
   mosquittoConfig,
   mosquittoHqConfig,
   mosquittoTruckConfig,
-  removeTempDir,
-  startConfigured,
   mosquittoVersion,
+  removeTempDir,
   removeTempDirsSync,
+  runBenchScript,
   setSlowFsync,
   startBroker,
+  startConfigured,
   type BrokerSide,
   type ConfiguredBroker,
 } from './brokers.js';
@@ -42,17 +42,7 @@ import {
   ensureMqttbench, ensurePersistentSub, ensureSlowFsync, finishPersistentSub, mqttbenchVersion, num, runMqttbench,
   startPersistentSub, type BenchJson, type BenchRun,
 } from './mqttbench.js';
-import {
-  clockTicks,
-  fsyncProbeUs,
-  isRunning,
-  killAllChildren,
-  readCpuTicks,
-  readMainThreadCpuTicks,
-  readStatusKb,
-  readWriteBytes,
-  sleep,
-} from './proc.js';
+import { clockTicks, fsyncProbeUs, isRunning, killAllChildren, readCpuTicks, readMainThreadCpuTicks, readStatusKb, readWriteBytes, sleep } from './proc.js';
 import {
   DURABLE_CLIENT_ID,
   SCENARIOS,
@@ -169,15 +159,8 @@ function parseCli(argv: string[]): Options | null {
     });
   }
 
-  const brokerList = (values.brokers ?? process.env.CONVOY_BENCH_BROKERS ?? 'convoy,mosquitto')
-    .split(',')
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0);
-  if (brokerList.length < 1 || brokerList.length > 2) throw new Error('--brokers takes one or two broker names');
-  const kinds = brokerList.map((b) => {
-    if (!isBrokerKind(b)) throw new Error(`unknown broker '${b}'; known: ${BROKER_KINDS.join(', ')}`);
-    return b;
-  });
+  const kinds = brokerKinds(values.brokers ?? process.env.CONVOY_BENCH_BROKERS ?? 'convoy,mosquitto');
+  if (kinds.length < 1 || kinds.length > 2) throw new Error('--brokers takes one or two broker names');
   const a = kinds[0] ?? 'convoy';
   const b = kinds[1] ?? a;
   const sides: [BrokerSide, BrokerSide] =
@@ -1006,13 +989,5 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.exit(130);
   });
 }
-process.on('exit', () => {
-  killAllChildren();
-  removeTempDirsSync();
-});
 
-main().catch((err: unknown) => {
-  killAllChildren();
-  log(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
-  process.exitCode = 1;
-});
+runBenchScript('bench', main, log);

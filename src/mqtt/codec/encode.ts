@@ -289,14 +289,16 @@ function decimalLength(n: number): number {
 }
 
 /**
- * A PUBLISH's topic (UTF-8) and payload as byte ranges of buffers. Both may be in one buffer: an
- * outbox segment holds a record's topic and payload (SegmentRow), so the drain encodes from it
- * with no string, view or object per message.
+ * A PUBLISH's topic and payload as byte ranges of buffers. Both may be in one buffer: an outbox
+ * segment holds a record's topic and payload (SegmentRow), so the drain encodes from it with no
+ * string or object made per message.
  */
 export interface NumberedSource {
+  /** The topic's UTF-8 bytes are topicBuf[topicStart, topicEnd) (no length prefix, unlike PublishSource). */
   readonly topicBuf: Buffer;
   readonly topicStart: number;
   readonly topicEnd: number;
+  /** The payload is payloadBuf[payloadStart, payloadEnd). */
   readonly payloadBuf: Buffer;
   readonly payloadStart: number;
   readonly payloadEnd: number;
