@@ -224,6 +224,20 @@ const uplinkDisk = (key: string, label: string, pick: (u: UplinkMeasures) => num
 });
 
 /** An uplink figure where lower is better (one decimal). */
+/** A drain rate of the uplink scenario, msgs/s. */
+const uplinkRate = (key: string, label: string, value: (u: UplinkMeasures) => number | null): MetricDef => ({
+  key,
+  label,
+  unit: 'msgs/s',
+  better: 'higher',
+  agg: 'median',
+  digits: 0,
+  value: (r) => {
+    const u = up(r);
+    return u ? value(u) : null;
+  },
+});
+
 const uplinkLower = (key: string, label: string, unit: string, value: (u: UplinkMeasures) => number | null): MetricDef => ({
   key,
   label,
@@ -549,30 +563,8 @@ export const SCENARIOS: readonly Scenario[] = [
         digits: 2,
         value: (r) => up(r)?.drainS ?? null,
       },
-      {
-        key: 'backlog_rate',
-        label: '(b) backlog drain rate, N / (HQ start -> all at HQ)',
-        unit: 'msgs/s',
-        better: 'higher',
-        agg: 'median',
-        digits: 0,
-        value: (r) => {
-          const u = up(r);
-          return u?.drainS ? u.backlog / u.drainS : null;
-        },
-      },
-      {
-        key: 'backlog_link_rate',
-        label: '(b) backlog drain rate once linked, N / (first -> last at HQ)',
-        unit: 'msgs/s',
-        better: 'higher',
-        agg: 'median',
-        digits: 0,
-        value: (r) => {
-          const u = up(r);
-          return u ? onceLinkedRate(u.backlog, u) : null;
-        },
-      },
+      uplinkRate('backlog_rate', '(b) backlog drain rate, N / (HQ start -> all at HQ)', (u) => (u.drainS ? u.backlog / u.drainS : null)),
+      uplinkRate('backlog_link_rate', '(b) backlog drain rate once linked, N / (first -> last at HQ)', (u) => onceLinkedRate(u.backlog, u)),
       {
         key: 'reconnect_s',
         label: '(b) HQ start -> first message at HQ (reconnect, ~1 s retry)',
@@ -591,18 +583,7 @@ export const SCENARIOS: readonly Scenario[] = [
       uplinkDisk('disk_backlog_pub', '(c) disk per message, backlog publish (HQ down)', (u) => u.backlogPubWriteBytes, (u) => u.backlog),
       uplinkDisk('disk_backlog_drain', '(c) disk per message, backlog drain', (u) => u.drainWriteBytes, (u) => u.backlog),
       uplinkDisk('disk_steady', '(c) disk per message, steady (publish + drain)', (u) => u.steadyWriteBytes, (u) => u.steady),
-      {
-        key: 'again_link_rate',
-        label: '(d) the same backlog again, same truck process: drain rate once linked',
-        unit: 'msgs/s',
-        better: 'higher',
-        agg: 'median',
-        digits: 0,
-        value: (r) => {
-          const u = up(r);
-          return u ? onceLinkedRate(u.backlog, u.again) : null;
-        },
-      },
+      uplinkRate('again_link_rate', '(d) the same backlog again, same truck process: drain rate once linked', (u) => onceLinkedRate(u.backlog, u.again)),
       uplinkLower('again_cpu_us_per_msg', '(d) the same backlog again: truck broker CPU per message', 'µs/msg', (u) =>
         u.again && u.again.drainCpuS !== null && u.backlog > 0 ? (u.again.drainCpuS * 1e6) / u.backlog : null),
       uplinkLower('again_hq_cpu_us_per_msg', '(d) the same backlog again: HQ broker CPU per message', 'µs/msg', (u) =>
