@@ -571,7 +571,10 @@ export class Forwarder {
     return this.outbox.removalsPending?.() ?? 0;
   }
 
+  /** Bytes a record counts against drain_rate_bytes: payload + topic (UTF-8). */
   private cost(rec: OutboxRecord): number {
+    // A record read from a segment knows both lengths: no payload view, no topic string.
+    if (rec instanceof SegmentRow) return rec.payloadEnd - rec.payloadStart + (rec.topicEnd - rec.topicStart);
     return rec.payload.length + Buffer.byteLength(rec.topic);
   }
 

@@ -3,6 +3,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { Forwarder, TokenBucket, uplinkProperties, uplinkTopic, type ForwarderLink, type ForwarderOptions, type NumberedDone } from '../../src/bridge/forwarder.js';
 import type { Properties, QoS } from '../../src/mqtt/packets.js';
 import { OUTBOX_CLASSES, type Outbox, type OutboxClass, type OutboxRecord, type OutboxStats } from '../../src/bridge/types.js';
+import { decodeSegment, encodeSegment } from '../../src/store/outbox-segment.js';
 import { writePublish, writePublishNumbered, type NumberedSource, type NumberedUserProperties } from '../../src/mqtt/codec/encode.js';
 import { OutBuffer } from '../../src/mqtt/codec/out-buffer.js';
 import { keyId } from '../../src/security/signing.js';
@@ -470,6 +471,22 @@ describe('uplink forwarder (fake outbox, fake link)', () => {
     expect(outbox.rows.size).to.equal(0);
     // 5 more events of 100 bytes at 1000 bytes/s: ~500 ms
     expect(Date.now() - t0).to.be.within(400, 1200);
+  });
+
+  it('drain_rate_bytes counts a record read from a segment by its byte ranges, as much as the same record in memory', async () => {
+    link.autoAck = true;
+    const rows = Array.from({ length: 25 }, (_, i) => ({
+      seq: i + 1, cls: 'event' as const, localTopic: 'ev', topic: 'hq/ev', payload: Buffer.from('x'.repeat(45)), qos: 1 as const,
+      createdAt: Date.now(), expiresAt: 0, size: 100,
+    }));
+    for (const r of decodeSegment(encodeSegment(rows).data, 'event')) outbox.rows.set(r.seq, r);
+    outbox.nextSeq(26);
+    make({ drainRateBytes: 1000 }).linkUp({ receiveMaximum: 65535 });
+    await settle();
+    // 45 payload bytes + the 5-byte topic = 50 per record: a 1000-byte burst is 20 of them
+    // (22 if the topic were not counted).
+    expect(link.sent.length).to.equal(20);
+    expect(link.payloads()[0]).to.equal('x'.repeat(45));
   });
 
   it('TokenBucket: burst of one second, then the rate; a cost above the burst waits for a full bucket', () => {
