@@ -374,6 +374,17 @@ export function mosquittoTruckConfig(port: number, dataDir: string, hqPort: numb
  * restart (no message is dropped for want of a subscriber while it reconnects); with
  * autosave_interval at 1800 s it writes only at shutdown, never during a measurement.
  */
+/**
+ * The truck broker of the uplink benchmarks, forwarding to 127.0.0.1:hqPort: Convoy's uplink
+ * (its store in dir/data, made by Convoy) or a Mosquitto bridge (dir/data made here, writable by
+ * the user `mosquitto`). `window` is Convoy's inflight_window; the bridge has none.
+ */
+export function truckUplinkConfig(kind: BrokerKind, dir: string, port: number, hqPort: number, window = UPLINK_INFLIGHT): string {
+  return kind === 'convoy'
+    ? convoyUplinkConfig(port, path.join(dir, 'data'), hqPort, window)
+    : mosquittoTruckConfig(port, makeDataDir(dir, 'data'), hqPort);
+}
+
 export function mosquittoHqConfig(port: number, dataDir: string, window = UPLINK_INFLIGHT): string {
   return mosquittoConfig(port, dataDir).replace(/^max_inflight_messages \d+$/m, `max_inflight_messages ${window}`);
 }

@@ -2,7 +2,8 @@
 // valgrind's callgrind while each truck broker drains the same backlog into it. uplink-drain's
 // rates on a 2-core machine are bound by HQ (about one core at 11-12 µs per message), so what a
 // message costs HQ to parse sets the drain rate as much as the truck's own CPU does. Instruction
-// counts repeat within about 1 %, where CPU seconds on a shared machine swing by 20 % or more.
+// counts repeat (two runs agreed to the instruction), where CPU seconds on a shared machine swing
+// by 20 % or more.
 //
 //   node dist/scripts/bench/hq-cost.js [--messages M] [--brokers convoy,mosquitto]
 //
@@ -18,17 +19,16 @@ import { parseArgs } from 'node:util';
 import {
   UPLINK_GATEWAY,
   brokerKinds,
-  convoyUplinkConfig,
   findRoot,
   freePort,
   freeStablePort,
   makeDataDir,
   makeTempDir,
   mosquittoHqConfig,
-  mosquittoTruckConfig,
   removeTempDir,
   runBenchScript,
   startConfigured,
+  truckUplinkConfig,
   type BrokerKind,
   type ConfiguredBroker,
 } from './brokers.js';
@@ -77,9 +77,7 @@ async function measure(kind: BrokerKind, messages: number, root: string, bench: 
     const underCallgrind = (name: string): string[] => ['valgrind', '--tool=callgrind', `--callgrind-out-file=${path.join(cgDir, name)}`];
 
     hq = await startHq();
-    const data = kind === 'convoy' ? path.join(dir, 'data') : makeDataDir(dir, 'data');
-    const conf = kind === 'convoy' ? convoyUplinkConfig(port, data, hqPort) : mosquittoTruckConfig(port, data, hqPort);
-    truck = await startConfigured(kind, kind, root, dir, 'truck', port, conf);
+    truck = await startConfigured(kind, kind, root, dir, 'truck', port, truckUplinkConfig(kind, dir, port, hqPort));
     const publish = async (label: string, n: number): Promise<void> => {
       const r = await runMqttbench(bench, ['-H', '127.0.0.1', '-p', String(port), '-T', '1', '-Q', '-l', label, ...uplinkPubFlags(n), '-t', '120'], 180_000);
       if (r.exitCode !== 0) throw new Error(`${kind}: mqttbench (${label}) exit ${r.exitCode ?? r.signal ?? '?'} ${r.stderr.slice(-500)}`);

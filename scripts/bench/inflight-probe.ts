@@ -12,22 +12,20 @@
 // time, so the rates here are not the benchmark's; only the counts are the point.
 import net from 'node:net';
 import mqttPacket from 'mqtt-packet';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   UPLINK_GATEWAY,
   brokerKinds,
-  convoyUplinkConfig,
   findRoot,
   freePort,
   freeStablePort,
   makeDataDir,
   makeTempDir,
   mosquittoHqConfig,
-  mosquittoTruckConfig,
   removeTempDir,
   runBenchScript,
   startConfigured,
+  truckUplinkConfig,
   type BrokerKind,
   type ConfiguredBroker,
 } from './brokers.js';
@@ -109,8 +107,7 @@ async function probe(kind: BrokerKind, window: number, messages: number, root: s
     proxy = await startCountingProxy(hqPort);
     const sub = await startPersistentSub(subBinary, hqPort, messages, 120, UPLINK_SUB_ID, UPLINK_FILTER);
     const port = await freePort();
-    const data = kind === 'convoy' ? path.join(dir, 'data') : makeDataDir(dir, 'data');
-    const conf = kind === 'convoy' ? convoyUplinkConfig(port, data, proxy.port, window) : mosquittoTruckConfig(port, data, proxy.port);
+    const conf = truckUplinkConfig(kind, dir, port, proxy.port, window);
     brokers.push(await startConfigured(kind, kind, root, dir, 'truck', port, conf));
     const p = proxy;
     if (!(await waitFor(() => p.count.receiveMaximum !== null, 15_000))) throw new Error(`${kind}: no CONNACK from HQ within 15 s`);

@@ -35,6 +35,7 @@ import {
   setSlowFsync,
   startBroker,
   startConfigured,
+  truckUplinkConfig,
   type BrokerSide,
   type ConfiguredBroker,
 } from './brokers.js';
@@ -428,7 +429,6 @@ async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts,
   const t0 = process.hrtime.bigint();
   const dir = makeTempDir(`uplink-${side.kind}`);
   const hqData = makeDataDir(dir, 'hq');
-  const truckData = side.kind === 'convoy' ? path.join(dir, 'data') : makeDataDir(dir, 'data');
   const hqPort = await freeStablePort();
   let port = await freePort();
   while (port === hqPort) port = await freePort();
@@ -439,9 +439,7 @@ async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts,
   const problems: string[] = [];
   try {
     hq = await startHq();
-    const truckConf =
-      side.kind === 'convoy' ? convoyUplinkConfig(port, truckData, hqPort, opts.uplinkWindow) : mosquittoTruckConfig(port, truckData, hqPort);
-    truck = await startConfigured(side.kind, side.label, root, dir, 'truck', port, truckConf);
+    truck = await startConfigured(side.kind, side.label, root, dir, 'truck', port, truckUplinkConfig(side.kind, dir, port, hqPort, opts.uplinkWindow));
     const pid = truck.pid;
     const tr = truck;
     const bench = (label: string, n: number, t: number): Promise<BenchRun> =>

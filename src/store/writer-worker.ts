@@ -17,10 +17,9 @@ const OP_OVERHEAD_BYTES = 96;
  * Page cache of this connection, KiB (SQLite's default is 2,000). SQLite ends each commit by
  * truncating the page cache to the database's size; with the default cache, that walk of its hash
  * table (pcache1TruncateUnsafe) was 4 % of a drain's CPU in a truck that had drained before (perf,
- * this thread). The writer only touches the
- * tables' ends, the freelist and the pages it rewrites, so a small cache serves it as well: with
- * 256 KiB the walk went to 0.1 %, durable QoS 1 was unchanged and the drain's CPU went down
- * (bench A/B, 3 pairs each).
+ * this thread). The writer only touches the tables' ends, the freelist and the pages it rewrites,
+ * so a small cache serves it as well: with 256 KiB the walk went to 0.1 %, durable QoS 1 was
+ * unchanged and the drain's CPU went down (bench A/B, 3 pairs each).
  */
 const WRITER_CACHE_KIB = 256;
 
