@@ -155,9 +155,10 @@ function readU48(data: Buffer, off: number): number {
 
 /**
  * Unpacks a segment's records; topics and payloads stay in `data` (SegmentRow). Throws on a record
- * that runs past the end (a damaged row).
+ * that runs past the end (a damaged row). `encoded`: the records `data` was encoded from, whose
+ * properties are taken as they are instead of parsed again from their JSON.
  */
-export function decodeSegment(data: Buffer, cls: OutboxClass): SegmentRow[] {
+export function decodeSegment(data: Buffer, cls: OutboxClass, encoded?: readonly OutboxRow[]): SegmentRow[] {
   const out: SegmentRow[] = [];
   let off = 0;
   const end = data.length;
@@ -174,7 +175,7 @@ export function decodeSegment(data: Buffer, cls: OutboxClass): SegmentRow[] {
     const e = d + pl;
     if (e > end) throw new RangeError(`outbox segment damaged: the record at byte ${off} runs past ${end}`);
     const rec = new SegmentRow(data, off, readU48(data, off), cls, data[off + 18] as QoS, readU48(data, off + 12), readU32(data, off + 19), b, c, d, e);
-    if (pp > 0) rec.properties = decodeProperties(data.toString('utf8', c, d));
+    if (pp > 0) rec.properties = encoded !== undefined ? encoded[out.length]!.properties : decodeProperties(data.toString('utf8', c, d));
     out.push(rec);
     off = e;
   }

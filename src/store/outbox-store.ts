@@ -395,6 +395,8 @@ interface Segment {
    * decode nothing. Null once they have left the tail (and for segments found at open).
    */
   rows: OutboxRow[] | null;
+  /** Its bytes, from its write until its commit (the tail's records are made from them). */
+  data: Buffer | null;
 }
 
 /** Index of the first item whose key is above `value` (items sorted by key), by bisection. */
@@ -490,7 +492,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       const cls = classOf(code);
       this.segments[cls].push({
         id, cls, lastSeq, count, live: count, minExpiry: minExpires > 0 ? minExpires : Infinity,
-        gone: null, goneStored: false, committed: true, stored: true, merged: true, touched: false, rows: null,
+        gone: null, goneStored: false, committed: true, stored: true, merged: true, touched: false, rows: null, data: null,
       });
       const t = this.counts[cls];
       t.count += count;
@@ -543,8 +545,12 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       }
       return c.rows;
     }
-    const data = this.stmt.records.get(seg.id) as Buffer | undefined;
-    if (data === undefined) throw new Error(`outbox segment ${seg.id} is missing from the table`);
+    const blob = this.stmt.records.get(seg.id) as Buffer | undefined;
+    if (blob === undefined) throw new Error(`outbox segment ${seg.id} is missing from the table`);
+    // A view made in JavaScript of the Buffer better-sqlite3 made in C++: the two have different
+    // hidden classes, and the send path, compiled for the tail's records (made from segments
+    // encoded here), was deoptimized and compiled again on the first backlog read from the table.
+    const data = Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength);
     const rows = decodeSegment(data, seg.cls);
     cache.push({ seg, rows });
     if (cache.length > DECODED_MAX) cache.shift();
@@ -582,7 +588,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     const seg: Segment = {
       id: summary.firstSeq, cls, lastSeq: summary.lastSeq, count: summary.count, live: summary.count,
       minExpiry: summary.minExpires > 0 ? summary.minExpires : Infinity,
-      gone: null, goneStored: false, committed: merged, stored: false, merged, touched: false, rows,
+      gone: null, goneStored: false, committed: merged, stored: false, merged, touched: false, rows, data,
     };
     this.sealedSegments.push(seg);
     return seg;
@@ -754,13 +760,32 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       // Nobody reads: the rows committed now stay in the table only, beyond the tail's start.
       if (!this.tailIdle) this.emptyTail();
       for (const row of this.sealedAppends.values()) if (row.seq > this.tailFrom[row.cls]) this.tailFrom[row.cls] = row.seq;
-      for (const seg of sealed) seg.rows = null;
+      for (const seg of sealed) {
+        seg.rows = null;
+        seg.data = null;
+      }
       return;
     }
     this.tailIdle = false;
     // The table is the committed view; the tail mirrors its newest rows.
     this.sealedDeletes.forEach((_, seq) => this.tail.remove(seq));
-    for (const row of this.sealedAppends.values()) if (!this.sealedDeletes.has(row.seq)) this.tail.add(row);
+    for (const seg of sealed) {
+      const data = seg.data;
+      // (A merged segment's records are in the tail already, as the segments it replaced.)
+      if (data === null || seg.merged || seg.rows === null) continue;
+      seg.data = null;
+      // The tail holds records read back from the segment's bytes, as a drain from the table gets
+      // them: one record class on every path. With the publishers' objects in the tail, the send
+      // path was compiled for those, then deoptimized and compiled again when a backlog drained
+      // from the table, on V8's compiler threads, competing with HQ for the cores.
+      const rows = decodeSegment(data, seg.cls, seg.rows);
+      seg.rows = rows;
+      for (let j = 0; j < rows.length; j++) {
+        const row = rows[j]!;
+        if (!isGone(seg.gone, j) && !this.sealedDeletes.has(row.seq)) this.tail.add(row);
+      }
+    }
+    for (const seg of sealed) seg.data = null;
     // Over budget: the oldest rows leave the tail (they stay in the table).
     while (this.tail.bytes > this.tailMaxBytes) {
       const { cls, upTo } = this.tail.dropOldest();

@@ -13,10 +13,11 @@ import type { OutboxClass, OutboxRecord } from '../../src/bridge/types.js';
 import { MemoryStateStore } from '../../src/store/memory-state-store.js';
 import { MIGRATIONS, SCHEMA_VERSION } from '../../src/store/migrations.js';
 import { MemoryOutboxStore, SqliteOutboxStore } from '../../src/store/outbox-store.js';
-import { decodeSegment, isGone } from '../../src/store/outbox-segment.js';
+import { decodeSegment, isGone, SegmentRow } from '../../src/store/outbox-segment.js';
 import { SqliteStateStore, type CommitParticipant } from '../../src/store/sqlite-state-store.js';
 import { StoreError } from '../../src/store/state-store.js';
 import { message } from '../unit/state-store-conformance.js';
+import { fieldsOf } from '../helpers/outbox-records.js';
 
 const quiet = { info: () => {}, warn: () => {}, error: () => {} };
 
@@ -31,16 +32,6 @@ function liveSeqsOnDisk(db: Database.Database): number[] {
     });
   }
   return out.sort((a, b) => a - b);
-}
-
-/** A record's fields as a plain object (records read back from a segment read payload and createdAt from its bytes). */
-function fieldsOf(r: OutboxRecord): OutboxRecord {
-  const o: OutboxRecord = {
-    seq: r.seq, cls: r.cls, localTopic: r.localTopic, topic: r.topic, payload: Buffer.from(r.payload), qos: r.qos,
-    createdAt: r.createdAt, expiresAt: r.expiresAt,
-  };
-  if (r.properties !== undefined) o.properties = r.properties;
-  return o;
 }
 
 function countRows(db: Database.Database, table: string): number {
@@ -139,6 +130,28 @@ describe('SQLite outbox on disk', () => {
     expect(got).to.deep.equal(live);
     // What the table holds agrees (the tail is only a copy).
     expect(liveSeqsOnDisk(state.db)).to.deep.equal(live);
+  });
+
+  it('hands out records of one class from the tail and from the table, with the publisher\'s properties', async () => {
+    const state = new SqliteStateStore({ path: file, log: quiet });
+    open.push(state);
+    // A tail of about 4 rows: the first ones leave it and are read back from the table.
+    const store = new SqliteOutboxStore(state, 500, () => 0);
+    const o = createOutbox({ store, budgetBytes: 1 << 20, minFreeBytes: 0 });
+    expect(o.next('event', 0, 1)).to.deep.equal([]);
+    const props = { userProperties: [['k', 'v']] as [string, string][], contentType: 'text/plain' };
+    const appended: OutboxRecord[] = [];
+    for (let i = 0; i < 12; i++) {
+      appended.push(o.append(rec('event', `t/${i}`, `p${i}`, i === 11 ? { properties: props } : {}))!);
+      await state.commit();
+    }
+    const got = o.next('event', 0, 100);
+    expect(got.map(fieldsOf)).to.deep.equal(appended.map(fieldsOf));
+    // One record class on every path: the send path is compiled once (see afterCommit).
+    for (const r of got) expect(r).to.be.instanceOf(SegmentRow);
+    // The newest one came from the tail: its properties are the publisher's object, not a parse of their JSON.
+    expect(got[11]!.properties).to.equal(appended[11]!.properties);
+    expect(store.tailBytes).to.be.greaterThan(0);
   });
 
   it('an outbox emptied by acknowledgements does not restart its numbering', async () => {
