@@ -368,13 +368,6 @@ export function mosquittoTruckConfig(port: number, dataDir: string, hqPort: numb
 }
 
 /**
- * HQ: Mosquitto with the plain settings, max_inflight_messages `window` (its MQTT 5 receive
- * maximum, default 20; it also bounds what HQ keeps in flight to the counting subscriber, for both
- * trucks alike), and persistence on only so that the counting subscriber's session survives HQ's
- * restart (no message is dropped for want of a subscriber while it reconnects); with
- * autosave_interval at 1800 s it writes only at shutdown, never during a measurement.
- */
-/**
  * The truck broker of the uplink benchmarks, forwarding to 127.0.0.1:hqPort: Convoy's uplink
  * (its store in dir/data, made by Convoy) or a Mosquitto bridge (dir/data made here, writable by
  * the user `mosquitto`). `window` is Convoy's inflight_window; the bridge has none.
@@ -385,6 +378,13 @@ export function truckUplinkConfig(kind: BrokerKind, dir: string, port: number, h
     : mosquittoTruckConfig(port, makeDataDir(dir, 'data'), hqPort);
 }
 
+/**
+ * HQ: Mosquitto with the plain settings, max_inflight_messages `window` (its MQTT 5 receive
+ * maximum, default 20; it also bounds what HQ keeps in flight to the counting subscriber, for both
+ * trucks alike), and persistence on only so that the counting subscriber's session survives HQ's
+ * restart (no message is dropped for want of a subscriber while it reconnects); with
+ * autosave_interval at 1800 s it writes only at shutdown, never during a measurement.
+ */
 export function mosquittoHqConfig(port: number, dataDir: string, window = UPLINK_INFLIGHT): string {
   return mosquittoConfig(port, dataDir).replace(/^max_inflight_messages \d+$/m, `max_inflight_messages ${window}`);
 }

@@ -204,3 +204,15 @@ export async function waitFor(pred: () => boolean, timeoutMs: number, stepMs = 2
   }
   return true;
 }
+
+/**
+ * Restricts every thread of a running process to `cpus` (a taskset list, e.g. "1" or "0,2-3").
+ * Threads it starts later inherit the mask. Throws when taskset (util-linux) fails.
+ */
+export function pinToCpus(pid: number, cpus: string): void {
+  try {
+    execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (err) {
+    throw new Error(`could not pin pid ${pid} to CPUs ${cpus} with taskset: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+}

@@ -43,7 +43,7 @@ import {
   ensureMqttbench, ensurePersistentSub, ensureSlowFsync, finishPersistentSub, mqttbenchVersion, num, runMqttbench,
   startPersistentSub, type BenchJson, type BenchRun,
 } from './mqttbench.js';
-import { clockTicks, fsyncProbeUs, isRunning, killAllChildren, readCpuTicks, readMainThreadCpuTicks, readStatusKb, readWriteBytes, sleep } from './proc.js';
+import { clockTicks, fsyncProbeUs, isRunning, killAllChildren, pinToCpus, readCpuTicks, readMainThreadCpuTicks, readStatusKb, readWriteBytes, sleep } from './proc.js';
 import {
   DURABLE_CLIENT_ID,
   SCENARIOS,
@@ -85,6 +85,10 @@ const USAGE = `usage: node dist/scripts/bench/run.js [options]   (or: npm run be
   --uplink-backlog N  uplink-drain: backlog size (default ${UPLINK_BACKLOG}, --quick ${UPLINK_BACKLOG_QUICK})
   --uplink-window N   uplink-drain: HQ's receive maximum (its max_inflight_messages) and Convoy's
                       inflight_window (default ${UPLINK_INFLIGHT})
+  --uplink-hq-cpu N   uplink-drain: HQ and its counting subscriber run on CPU N only, the truck
+                      broker on the other CPUs (taskset), as when HQ is another machine: the
+                      drain then measures what HQ takes, not how the two share the cores
+                      (default: no placement; the publishers are never placed)
   --fsync-delay-us N  every fsync/fdatasync of the brokers under test (the uplink's truck, not
                       HQ) takes N µs longer: storage as slow as an SD card (LD_PRELOAD shim
                       bench/slow-fsync.c, built with gcc; default 0 = the machine's own disk)
@@ -110,6 +114,8 @@ interface Options {
   uplinkBacklog: number;
   /** uplink-drain: HQ's receive maximum and Convoy's inflight_window. */
   uplinkWindow: number;
+  /** uplink-drain: the CPU HQ and its subscriber are pinned to (the truck gets the others), or null. */
+  uplinkHqCpu: number | null;
   /** Added to every fsync of the brokers under test (0: none). */
   fsyncDelayUs: number;
   /** Write bandwidth an fsync of the brokers under test waits for, KB/s (0: none). */
@@ -135,6 +141,7 @@ function parseCli(argv: string[]): Options | null {
       brokers: { type: 'string' },
       'uplink-backlog': { type: 'string' },
       'uplink-window': { type: 'string' },
+      'uplink-hq-cpu': { type: 'string' },
       'fsync-delay-us': { type: 'string' },
       'storage-kb-s': { type: 'string' },
       'no-save': { type: 'boolean', default: false },
@@ -184,7 +191,13 @@ function parseCli(argv: string[]): Options | null {
   if (!Number.isInteger(storageKbS) || storageKbS < 0) throw new Error(`--storage-kb-s must be an integer >= 0, got ${values['storage-kb-s']}`);
   const uplinkWindow = Number(values['uplink-window'] ?? UPLINK_INFLIGHT);
   if (!Number.isInteger(uplinkWindow) || uplinkWindow < 1 || uplinkWindow > 65535) throw new Error(`--uplink-window must be an integer 1-65535, got ${values['uplink-window']}`);
-  return { runs, quick, scenarios, sides, save: !(values['no-save'] ?? false), uplinkBacklog, uplinkWindow, fsyncDelayUs, storageKbS };
+  const hqCpuArg = values['uplink-hq-cpu'];
+  const uplinkHqCpu = hqCpuArg === undefined ? null : Number(hqCpuArg);
+  const nproc = os.availableParallelism();
+  if (uplinkHqCpu !== null && (!Number.isInteger(uplinkHqCpu) || uplinkHqCpu < 0 || uplinkHqCpu >= nproc || nproc < 2)) {
+    throw new Error(`--uplink-hq-cpu must be a CPU number 0-${nproc - 1} on a machine with at least 2 CPUs, got ${hqCpuArg}`);
+  }
+  return { runs, quick, scenarios, sides, save: !(values['no-save'] ?? false), uplinkBacklog, uplinkWindow, uplinkHqCpu, fsyncDelayUs, storageKbS };
 }
 
 
@@ -392,6 +405,19 @@ async function runDurable(sc: Scenario, broker: Broker, rec: RunRecord, { opts, 
   }
 }
 
+/** --uplink-hq-cpu: HQ's CPU and the truck's (all the others), as taskset lists; null: no placement. */
+function cpuPlacement(hqCpu: number | null): { hq: string; truck: string } | null {
+  if (hqCpu === null) return null;
+  const others = Array.from({ length: os.availableParallelism() }, (_, i) => i).filter((i) => i !== hqCpu);
+  return { hq: String(hqCpu), truck: others.join(',') };
+}
+
+/** What --uplink-hq-cpu does, or null when it is not set. */
+function placementText(opts: Options): string | null {
+  const place = cpuPlacement(opts.uplinkHqCpu);
+  return place === null ? null : `HQ and its subscriber on CPU ${place.hq}, the truck broker on CPU ${place.truck} (--uplink-hq-cpu)`;
+}
+
 /** How long the HQ subscriber may still need after the publishers are done: 1 ms per message, >= 60 s. */
 function uplinkWaitMs(n: number): number {
   return Math.max(60_000, n);
@@ -433,7 +459,17 @@ async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts,
   let port = await freePort();
   while (port === hqPort) port = await freePort();
   const hqConf = mosquittoHqConfig(hqPort, hqData, opts.uplinkWindow);
-  const startHq = (): Promise<ConfiguredBroker> => startConfigured('mosquitto', 'HQ mosquitto', root, dir, 'hq', hqPort, hqConf);
+  const place = cpuPlacement(opts.uplinkHqCpu);
+  const startHq = async (): Promise<ConfiguredBroker> => {
+    const b = await startConfigured('mosquitto', 'HQ mosquitto', root, dir, 'hq', hqPort, hqConf);
+    if (place !== null) pinToCpus(b.pid, place.hq);
+    return b;
+  };
+  const startSub = async (n: number, timeout: number): Promise<Awaited<ReturnType<typeof startPersistentSub>>> => {
+    const sub = await startPersistentSub(subBinary, hqPort, n, timeout, UPLINK_SUB_ID, UPLINK_FILTER);
+    if (place !== null) pinToCpus(sub.pid, place.hq);
+    return sub;
+  };
   let hq: ConfiguredBroker | null = null;
   let truck: ConfiguredBroker | null = null;
   const problems: string[] = [];
@@ -441,6 +477,7 @@ async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts,
     hq = await startHq();
     truck = await startConfigured(side.kind, side.label, root, dir, 'truck', port, truckUplinkConfig(side.kind, dir, port, hqPort, opts.uplinkWindow));
     const pid = truck.pid;
+    if (place !== null) pinToCpus(pid, place.truck);
     const tr = truck;
     const bench = (label: string, n: number, t: number): Promise<BenchRun> =>
       runMqttbench(binary, [...commonFlags(port, pid, label), ...uplinkPubFlags(n), '-t', String(t)], (t + 60) * 1000);
@@ -457,7 +494,7 @@ async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts,
     };
     /** A pass with the link up: subscriber at HQ, mqttbench on the truck, wait for all at HQ. */
     const linkedPass = async (label: string, n: number): Promise<{ r: BenchRun; s: Awaited<ReturnType<typeof finishPersistentSub>> }> => {
-      const sub = await startPersistentSub(subBinary, hqPort, n, Math.ceil(timeoutS + uplinkWaitMs(n) / 1000), UPLINK_SUB_ID, UPLINK_FILTER);
+      const sub = await startSub(n, Math.ceil(timeoutS + uplinkWaitMs(n) / 1000));
       const r = await bench(label, n, timeoutS);
       const s = await finishPersistentSub(sub, r.exitCode === 0 ? uplinkWaitMs(n) : 2000);
       return { r, s };
@@ -492,7 +529,7 @@ async function runUplink(sc: Scenario, side: BrokerSide, rec: RunRecord, { opts,
       const hqTicks0 = readCpuTicks(hq.pid);
       let d: Awaited<ReturnType<typeof finishPersistentSub>>;
       try {
-        const sub = await startPersistentSub(subBinary, hqPort, backlog, Math.ceil(uplinkWaitMs(backlog) / 1000), UPLINK_SUB_ID, UPLINK_FILTER);
+        const sub = await startSub(backlog, Math.ceil(uplinkWaitMs(backlog) / 1000));
         d = await finishPersistentSub(sub, uplinkWaitMs(backlog));
       } catch (err) {
         await hq.stop();
@@ -903,6 +940,8 @@ async function main(): Promise<void> {
   log(`mqttbench: ${mb.binary}${mb.rebuilt ? ' (rebuilt)' : ''}`);
   const slowStorage = slowStorageText(opts);
   if (slowStorage !== null) log(`slow storage: ${slowStorage}`);
+  const placement = placementText(opts);
+  if (placement !== null) log(`uplink CPU placement: ${placement}`);
 
   const all: RunRecord[] = [];
   const results: MetricResult[] = [];
@@ -941,7 +980,8 @@ async function main(): Promise<void> {
       ? [`convoy started as: node ${[...convoyNodeFlags(), path.relative(root, convoyMain(root))].join(' ')} run --config FILE`]
       : []),
     `node ${String(machine.node)}, mosquitto ${String(machine.mosquitto)}, convoy ${String(machine.convoy_version)} (${String(machine.convoy_commit)})`,
-    ...(slowStorageText(opts) !== null ? [`slow storage: ${slowStorageText(opts)}`] : []),
+    ...(slowStorage !== null ? [`slow storage: ${slowStorage}`] : []),
+    ...(placement !== null ? [`uplink CPU placement: ${placement}`] : []),
     `medians of ${opts.runs} interleaved run(s) per broker; ratio = ${sa.label}/${sb.label} ` +
       `(for "higher is better" > 1 means ${sa.label} is better, for "lower is better" < 1 means ${sa.label} is better)`,
     '',
@@ -993,6 +1033,7 @@ async function main(): Promise<void> {
       runs_per_broker: opts.runs,
       fsync_delay_us: opts.fsyncDelayUs,
       storage_kb_s: opts.storageKbS,
+      uplink_cpu_placement: placement,
       elapsed_s: Math.round(elapsed),
       sides: sides.map((s) => ({ label: s.label, kind: s.kind })),
       machine,
