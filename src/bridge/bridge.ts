@@ -27,7 +27,11 @@ export interface TapStats {
 }
 
 export interface BridgeStats {
-  link: LinkStatus & { connects: number; drops: number; downlink: number; downlinkUnexpected: number; floods: number };
+  link: LinkStatus & {
+    connects: number; drops: number; downlink: number; downlinkUnexpected: number; floods: number;
+    /** Topic aliases given on the current connection to HQ (MQTT 5; see topic-aliases.ts). */
+    topicAliases: number;
+  };
   forwarder: ForwarderStats;
   downlink: DownlinkStats;
   /** Signed orders (routes with verify): accepted, refused by reason; null without such routes. */
@@ -210,6 +214,7 @@ export function uplinkSysTopics(stats: BridgeStats): Map<string, string> {
   t.set(p + 'link/endpoint', stats.link.endpoint);
   t.set(p + 'link/connects', String(stats.link.connects));
   t.set(p + 'link/drops', String(stats.link.drops));
+  t.set(p + 'link/topic_aliases', String(stats.link.topicAliases));
   t.set(p + 'outbox/messages', String(stats.outbox.count));
   t.set(p + 'outbox/bytes', String(stats.outbox.bytes));
   t.set(p + 'outbox/last_seq', String(stats.outbox.lastSeq));

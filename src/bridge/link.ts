@@ -48,6 +48,7 @@ import { OutBuffer } from '../mqtt/codec/out-buffer.js';
 import { AckTap, HqStream, PUBACK, PUBCOMP, PUBREC, type HqSocketOptions } from './hq-stream.js';
 import { QOS2_ID_BASE } from './qos2-ids.js';
 import { ConnectionIncomingStore, MemoryIncomingQos2Store, type IncomingQos2Store } from './incoming-qos2.js';
+import { OutgoingTopicAliases } from './topic-aliases.js';
 
 /**
  * Packet ids of one connection below QOS2_ID_BASE (the ids above are the QoS 2 records', see
@@ -249,6 +250,8 @@ export class Link implements ForwarderLink {
   private readonly pendingNums = new Float64Array(65536);
   /** Our QoS 2 uplink publishes of this connection awaiting PUBREC or PUBCOMP, by packet id. */
   private readonly exactlyOnce = new Map<number, ExactlyOnceFlow>();
+  /** Topic aliases of the current connection (publishNumbered; reset on every CONNACK). */
+  private readonly aliases = new OutgoingTopicAliases();
   /** Encoded uplink publishes not yet written (one write per event-loop turn). */
   private readonly outgoing = new OutBuffer();
   private flushQueued = false;
@@ -305,9 +308,9 @@ export class Link implements ForwarderLink {
     return this.version;
   }
 
-  status(): LinkStatus & typeof this.counters {
+  status(): LinkStatus & typeof this.counters & { topicAliases: number } {
     this.backoff.checkStable();
-    return { ...this.st, attempts: this.backoff.attempts, ...this.counters };
+    return { ...this.st, attempts: this.backoff.attempts, ...this.counters, topicAliases: this.st.state === 'up' ? this.aliases.size : 0 };
   }
 
   start(): void {
@@ -367,7 +370,7 @@ export class Link implements ForwarderLink {
     if (!client || this.st.state !== 'up') return;
     const id = this.directPacketId(qos, done, num);
     if (id === null) return;
-    writePublishNumbered(this.outgoing, src, qos, id, props, num);
+    writePublishNumbered(this.outgoing, src, qos, id, props, num, this.aliases.aliasFor(src.topicBuf, src.topicStart, src.topicEnd));
     this.directWritten(client, qos, done, num);
   }
 
@@ -710,6 +713,8 @@ export class Link implements ForwarderLink {
   private connected(client: MqttClient, connack: IConnackPacket): void {
     const props = this.version === 5 ? connack.properties : undefined;
     const receiveMaximum = props?.receiveMaximum && props.receiveMaximum > 0 ? props.receiveMaximum : 65535;
+    // A new connection: HQ knows none of our aliases [MQTT-3.3.2-7]; it takes at most its maximum.
+    this.aliases.reset(Math.min(this.cfg.topic_alias_max, props?.topicAliasMaximum ?? 0));
     this.keepaliveMs = (props?.serverKeepAlive !== undefined && props.serverKeepAlive > 0 ? props.serverKeepAlive : this.cfg.keepalive_s) * 1000;
     if (!connack.sessionPresent && this.incomingStore.size > 0) {
       // A new session at HQ: QoS 2 orders of the old one will never see their PUBREL.

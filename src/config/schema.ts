@@ -332,6 +332,7 @@ export const uplinkSchema = z.strictObject({
     default: 'topic-suffix',
     description: 'How a 3.1.1 HQ gets gateway id and sequence number (MQTT 5 uses user properties): "topic-suffix" appends /{gateway}/{seq}.',
   }),
+  topic_alias_max: int({ default: 64, min: 0, max: 65535, description: 'MQTT 5: topic aliases used towards HQ per connection, at most HQ\'s Topic Alias Maximum. A topic\'s name then goes once per connection and a 3-byte alias after it (fewer bytes on the cellular link); 0 = none.' }),
   status_topic: str({ default: 'fleet/{gateway}/status', nonEmpty: true, description: 'Retained "online"/"offline" at HQ (offline is the will).' }),
   tls: section(uplinkTlsSchema, 'TLS towards HQ.'),
   routes: z.array(uplinkRouteSchema).default([]).describe('Local → HQ routes: one [[uplink.routes]] table each.'),

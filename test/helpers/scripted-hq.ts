@@ -85,6 +85,8 @@ export class ScriptedQos2Hq {
   readonly server: net.Server;
   /** Session-present flag of the next CONNACKs. */
   sessionPresent = true;
+  /** MQTT 5 properties of the next CONNACKs (a Topic Alias Maximum, for instance). */
+  connackProperties: mqttPacket.IConnackPacket['properties'] | undefined = undefined;
   readonly connections: HqConnection[] = [];
   private readonly sockets = new Set<net.Socket>();
   private waiters: Waiter[] = [];
@@ -104,7 +106,7 @@ export class ScriptedQos2Hq {
       const p = packet as HqPacket;
       if (p.cmd === 'connect') {
         conn.send(this.version === 5
-          ? { cmd: 'connack', sessionPresent: this.sessionPresent, reasonCode: 0 }
+          ? { cmd: 'connack', sessionPresent: this.sessionPresent, reasonCode: 0, ...(this.connackProperties ? { properties: this.connackProperties } : {}) }
           : { cmd: 'connack', sessionPresent: this.sessionPresent, returnCode: 0 });
         this.connections.push(conn);
         this.wake();

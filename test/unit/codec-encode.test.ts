@@ -294,6 +294,35 @@ describe('codec: encode server packets', () => {
       expect(cases).to.equal(seqs.length * gateways.length * topics.length * payloads.length * 3);
     });
 
+    it('with a topic alias: the same bytes as writePublish with a Topic Alias property, the topic left out once the alias is known', () => {
+      const props = new NumberedUserProperties([['gw', 'gw1']], 'seq');
+      const topic = 'fleet/gw1/telemetry/gps';
+      const payload = Buffer.alloc(200, 7);
+      for (const [qos, id] of [[0, 0], [1, 42]] as const) {
+        for (const alias of [1, 300, 65535]) {
+          const fresh = new OutBuffer();
+          writePublishNumbered(fresh, new NumberedScratch().set(Buffer.from(topic), payload), qos, id, props, 77, -alias);
+          const known = new OutBuffer();
+          writePublishNumbered(known, new NumberedScratch().set(Buffer.from(topic), payload), qos, id, props, 78, alias);
+          const wantFresh = new OutBuffer();
+          writePublish(wantFresh, 5, source(topic, payload), qos, false, false, id, { topicAlias: alias, userProperties: [['gw', 'gw1'], ['seq', '77']] });
+          const wantKnown = new OutBuffer();
+          writePublish(wantKnown, 5, source(topic, payload), qos, false, false, id, { topicAlias: alias, userProperties: [['gw', 'gw1'], ['seq', '78']] }, true);
+          const f = take(fresh);
+          const k = take(known);
+          expect(f.equals(take(wantFresh)), `new alias ${alias}, qos ${qos}`).to.equal(true);
+          expect(k.equals(take(wantKnown)), `known alias ${alias}, qos ${qos}`).to.equal(true);
+          // An independent parser reads them so; the known alias saves exactly the topic's bytes.
+          const pf = parseAll(f, 5)[0]!;
+          const pk = parseAll(k, 5)[0]!;
+          expect([pf.topic, (pf.properties as { topicAlias?: number }).topicAlias]).to.deep.equal([topic, alias]);
+          expect([pk.topic, (pk.properties as { topicAlias?: number }).topicAlias]).to.deep.equal(['', alias]);
+          expect((pk.properties as { userProperties?: unknown }).userProperties).to.deep.equal({ gw: 'gw1', seq: '78' });
+          expect(f.length - k.length).to.equal(Buffer.byteLength(topic));
+        }
+      }
+    });
+
     it('writes the same bytes as writePublish for any safe integer, key and value (property)', () => {
       fc.assert(fc.property(
         fc.maxSafeNat(), fc.string({ unit: 'grapheme', maxLength: 40 }), fc.string({ unit: 'grapheme', minLength: 1, maxLength: 60 }),

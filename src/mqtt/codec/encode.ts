@@ -307,18 +307,24 @@ export interface NumberedSource {
 /** Topics up to this many bytes are copied byte by byte: cheaper than Buffer#copy's view. */
 const TOPIC_LOOP_MAX = 64;
 
+/** Property identifier of Topic Alias (a two-byte integer). */
+const TOPIC_ALIAS = 0x23;
+
 /**
  * Writes an MQTT 5 PUBLISH (not retained, not dup) of `src` carrying `props` with `num`, a
  * non-negative safe integer, as the last value: the same bytes as writePublish given those user
- * properties with `String(num)`.
+ * properties with `String(num)`. `alias` (OutgoingTopicAliases.aliasFor): > 0 leaves the topic out
+ * and sends that Topic Alias, < 0 sends the topic and -alias as its new Topic Alias, 0 neither.
  */
-export function writePublishNumbered(out: OutBuffer, src: NumberedSource, qos: 0 | 1, packetId: number, props: NumberedUserProperties, num: number): void {
+export function writePublishNumbered(
+  out: OutBuffer, src: NumberedSource, qos: 0 | 1, packetId: number, props: NumberedUserProperties, num: number, alias = 0,
+): void {
   const topicStart = src.topicStart;
-  const topicLen = src.topicEnd - topicStart;
+  const topicLen = alias > 0 ? 0 : src.topicEnd - topicStart;
   const payloadLen = src.payloadEnd - src.payloadStart;
   const head = props.head;
   const digits = decimalLength(num);
-  const ps = head.length + 2 + digits;
+  const ps = (alias !== 0 ? 3 : 0) + head.length + 2 + digits;
   const headLen = 2 + topicLen + (qos > 0 ? 2 : 0) + varintSize(ps) + ps;
   const bodyLen = headLen + payloadLen;
   const byRef = payloadLen >= COPY_LIMIT;
@@ -336,6 +342,10 @@ export function writePublishNumbered(out: OutBuffer, src: NumberedSource, qos: 0
   }
   if (qos > 0) pos = writeU16(b, pos, packetId);
   pos = writeVarint(b, pos, ps);
+  if (alias !== 0) {
+    b[pos++] = TOPIC_ALIAS;
+    pos = writeU16(b, pos, alias > 0 ? alias : -alias);
+  }
   // Byte by byte: for a head this short, cheaper than Buffer#copy.
   for (let i = 0; i < head.length; i++) b[pos++] = head[i]!;
   pos = writeU16(b, pos, digits);
