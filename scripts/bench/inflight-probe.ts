@@ -9,7 +9,9 @@
 // maximum), a counting subscriber at HQ, and between truck and HQ an MQTT-aware TCP proxy that
 // passes every byte on and counts QoS 1/2 PUBLISHes towards HQ against PUBACK/PUBREC from it.
 // mqttbench publishes M messages on the truck (the uplink-drain publishers). The proxy costs
-// time, so the rates here are not the benchmark's; only the counts are the point.
+// time, so the rates here are not the benchmark's; only the counts are the point. It also counts
+// the bytes each truck sends towards HQ per message: what the cellular link carries (Convoy's
+// gw/seq properties add to it, its topic aliases take from it).
 import net from 'node:net';
 import mqttPacket from 'mqtt-packet';
 import { parseArgs } from 'node:util';
@@ -41,11 +43,13 @@ export interface InflightCount {
   maxUnacked: number;
   /** PUBLISHes sent while receiveMaximum were already unacknowledged. */
   overLimit: number;
+  /** Bytes the truck sent towards HQ (every packet: the cellular link's cost). */
+  bytesToHq: number;
 }
 
 /** An MQTT-aware TCP proxy to 127.0.0.1:upstreamPort that counts as InflightCount says. */
 async function startCountingProxy(upstreamPort: number): Promise<{ port: number; count: InflightCount; close(): void }> {
-  const count: InflightCount = { receiveMaximum: null, publishes: 0, acks: 0, maxUnacked: 0, overLimit: 0 };
+  const count: InflightCount = { receiveMaximum: null, publishes: 0, acks: 0, maxUnacked: 0, overLimit: 0, bytesToHq: 0 };
   let unacked = 0;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((truck) => {
@@ -71,7 +75,10 @@ async function startCountingProxy(upstreamPort: number): Promise<{ port: number;
         unacked = Math.max(0, unacked - 1);
       }
     });
-    truck.on('data', (c: Buffer) => fromTruck.parse(c));
+    truck.on('data', (c: Buffer) => {
+      count.bytesToHq += c.length;
+      fromTruck.parse(c);
+    });
     hq.on('data', (c: Buffer) => fromHq.parse(c));
     truck.pipe(hq);
     hq.pipe(truck);
@@ -139,11 +146,11 @@ async function main(): Promise<void> {
   const bench = ensureMqttbench(root).binary;
   const subBinary = ensurePersistentSub(root).binary;
   console.log(`in-flight probe: HQ Mosquitto with max_inflight_messages ${window}; ${messages} QoS 1 messages published on the truck (${UPLINK_GATEWAY})`);
-  console.log('truck       | HQ receive maximum | QoS>0 PUBLISH to HQ | max unacknowledged | sent over the limit | delivered at HQ');
+  console.log('truck       | HQ receive maximum | QoS>0 PUBLISH to HQ | max unacknowledged | sent over the limit | delivered at HQ | bytes to HQ per message');
   for (const kind of kinds) {
     const c = await probe(kind, window, messages, root, bench, subBinary);
     console.log(
-      `${kind.padEnd(11)} | ${String(c.receiveMaximum).padStart(18)} | ${String(c.publishes).padStart(19)} | ${String(c.maxUnacked).padStart(18)} | ${String(c.overLimit).padStart(19)} | ${String(c.delivered).padStart(15)}`,
+      `${kind.padEnd(11)} | ${String(c.receiveMaximum).padStart(18)} | ${String(c.publishes).padStart(19)} | ${String(c.maxUnacked).padStart(18)} | ${String(c.overLimit).padStart(19)} | ${String(c.delivered).padStart(15)} | ${(c.bytesToHq / Math.max(1, c.publishes)).toFixed(1).padStart(23)}`,
     );
     console.log(JSON.stringify({ truck: kind, window, messages, ...c }));
   }
