@@ -165,8 +165,13 @@ export interface ForwarderStats {
 /** Topics whose UTF-8 bytes the forwarder keeps for publishNumbered (records not read from a segment). */
 const TOPIC_BYTES_MAX = 1024;
 
-/** A refill group is a quarter of the window, at most this many records. */
-const REFILL_GROUP_MAX = 16;
+/**
+ * A refill group is a quarter of the window, at most this many records. 64 rather than 16 with a
+ * window of 1,024: drain CPU 0.60-0.74 → 0.52-0.60 s per 100k, lower in 4 of 4 interleaved pairs
+ * (fewer socket writes and pump runs); HQ's receive maximum makes most windows 20-32, where the
+ * quarter is smaller anyway.
+ */
+const REFILL_GROUP_MAX = 64;
 /** Longest a freed window slot waits for its group to fill. */
 const REFILL_WAIT_MS = 1;
 

@@ -213,7 +213,25 @@ describe('uplink forwarder (fake outbox, fake link)', () => {
     expect(link.seqs()).to.deep.equal([1, 3]);
   });
 
-  it('refills a large window in groups (a quarter of it, at most 16); a group that does not fill goes after 1 ms', async () => {
+  it('caps a refill group at 64 records (a window of 1,024)', async () => {
+    for (let i = 1; i <= 1100; i++) outbox.add('event', 'e', `m${i}`);
+    const f = make({ inflightWindow: 1024 });
+    f.linkUp({ receiveMaximum: 65535 });
+    await settle();
+    expect(link.sent).to.have.length(1024);
+    const microtasks = async (): Promise<void> => {
+      for (let i = 0; i < 10; i++) await Promise.resolve();
+    };
+    for (let seq = 1; seq <= 63; seq++) link.ack(seq);
+    await microtasks();
+    expect(link.sent, 'held until 64 slots are free').to.have.length(1024);
+    link.ack(64);
+    await microtasks();
+    expect(link.sent).to.have.length(1088);
+    expect(f.stats().inFlight).to.equal(1024);
+  });
+
+  it('refills a large window in groups (a quarter of it); a group that does not fill goes after 1 ms', async () => {
     for (let i = 1; i <= 200; i++) outbox.add('event', 'e', `m${i}`);
     const f = make({ inflightWindow: 64 });
     f.linkUp({ receiveMaximum: 65535 });
