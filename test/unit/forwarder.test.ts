@@ -112,6 +112,11 @@ class FakeLink implements ForwarderLink {
   }
 }
 
+/** Lets queued microtasks run (the forwarder refills from a microtask after acknowledgements). */
+async function microtasks(): Promise<void> {
+  for (let i = 0; i < 10; i++) await Promise.resolve();
+}
+
 async function settle(rounds = 5): Promise<void> {
   for (let i = 0; i < rounds; i++) await new Promise((r) => setImmediate(r));
 }
@@ -219,9 +224,6 @@ describe('uplink forwarder (fake outbox, fake link)', () => {
     f.linkUp({ receiveMaximum: 65535 });
     await settle();
     expect(link.sent).to.have.length(1024);
-    const microtasks = async (): Promise<void> => {
-      for (let i = 0; i < 10; i++) await Promise.resolve();
-    };
     for (let seq = 1; seq <= 63; seq++) link.ack(seq);
     await microtasks();
     expect(link.sent, 'held until 64 slots are free').to.have.length(1024);
@@ -237,9 +239,6 @@ describe('uplink forwarder (fake outbox, fake link)', () => {
     f.linkUp({ receiveMaximum: 65535 });
     await settle();
     expect(link.sent).to.have.length(64);
-    const microtasks = async (): Promise<void> => {
-      for (let i = 0; i < 10; i++) await Promise.resolve();
-    };
     // 15 acknowledgements: the window waits for its group.
     for (let seq = 1; seq <= 15; seq++) link.ack(seq);
     await microtasks();
