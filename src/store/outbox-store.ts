@@ -374,6 +374,8 @@ interface Segment {
   readonly cls: OutboxClass;
   readonly lastSeq: number;
   readonly count: number;
+  /** Sum of its records' sizes (deleted ones included): what its rows weigh in the tail. */
+  readonly bytes: number;
   /** Records not deleted (the deletes written or being written included). */
   live: number;
   /** No live record expires before this (a lower bound); Infinity when none expires. */
@@ -448,14 +450,15 @@ export class SqliteOutboxStore extends OutboxStoreBase {
    */
   private readonly handedOut = new Array<Placed | undefined>(HANDED_OUT_SLOTS).fill(undefined);
   /**
-   * The newest committed rows, kept in memory after their commit: per class, every live committed
-   * row with seq > tailFrom[cls] is in tail[cls]. A read whose cursor is past tailFrom (the usual
-   * case while the link is up: rows are read soon after they commit) decodes nothing. Bounded by
-   * TAIL_MAX_BYTES: beyond it the oldest rows leave the tail and tailFrom moves up. Kept only
-   * while somebody reads (see TAIL_IDLE_MS); otherwise empty, and tailFrom follows the commits.
+   * The tail: the newest committed segments keep their records in memory (Segment.rows) after
+   * their commit, oldest first in this queue, so a read soon after the commit (the usual case
+   * while the link is up) decodes nothing. Reads go through visitCommitted either way: the drain
+   * of a backlog from the table runs the same code as the steady state, already compiled. Bounded
+   * by TAIL_MAX_BYTES (tailBytes): beyond it the oldest segments drop their records (they stay in
+   * the table). Kept only while somebody reads (see TAIL_IDLE_MS).
    */
-  private readonly tail = new CommittedRows();
-  private readonly tailFrom: Record<OutboxClass, number> = { alarm: 0, event: 0, telemetry: 0, bulk: 0 };
+  private tail: Segment[] = [];
+  private tailWeight = 0;
   /** When readCommitted or newestPerTopic ran last (-Infinity: never). */
   private lastReadAt = -Infinity;
   /** The tail was emptied for want of readers and commits leave it empty. */
@@ -491,7 +494,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       const [id, code, lastSeq, count, bytes, minExpires] = r;
       const cls = classOf(code);
       this.segments[cls].push({
-        id, cls, lastSeq, count, live: count, minExpiry: minExpires > 0 ? minExpires : Infinity,
+        id, cls, lastSeq, count, bytes, live: count, minExpiry: minExpires > 0 ? minExpires : Infinity,
         gone: null, goneStored: false, committed: true, stored: true, merged: true, touched: false, rows: null, data: null,
       });
       const t = this.counts[cls];
@@ -518,7 +521,6 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     const meta = (db.prepare('SELECT last_seq FROM outbox_meta WHERE id = 1').pluck().get() as number | undefined) ?? 0;
     this.last = Math.max(maxSeq, meta);
     this.committedMax = this.last;
-    for (const cls of OUTBOX_CLASSES) this.tailFrom[cls] = this.last;
     state.attachParticipant(this);
   }
 
@@ -586,7 +588,7 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     const { data, summary } = encodeSegment(rows);
     batch.run(this.write_.insertSegment, summary.firstSeq, CLASS_CODE[cls], summary.lastSeq, summary.count, summary.bytes, summary.minExpires, data);
     const seg: Segment = {
-      id: summary.firstSeq, cls, lastSeq: summary.lastSeq, count: summary.count, live: summary.count,
+      id: summary.firstSeq, cls, lastSeq: summary.lastSeq, count: summary.count, bytes: summary.bytes, live: summary.count,
       minExpiry: summary.minExpires > 0 ? summary.minExpires : Infinity,
       gone: null, goneStored: false, committed: merged, stored: false, merged, touched: false, rows, data,
     };
@@ -757,9 +759,8 @@ export class SqliteOutboxStore extends OutboxStoreBase {
     this.sealedSegments = [];
     if (this.pendingMinExpiry < this.nextExpiry) this.nextExpiry = this.pendingMinExpiry;
     if (this.now() - this.lastReadAt > TAIL_IDLE_MS) {
-      // Nobody reads: the rows committed now stay in the table only, beyond the tail's start.
+      // Nobody reads: the rows committed now stay in the table only.
       if (!this.tailIdle) this.emptyTail();
-      for (const row of this.sealedAppends.values()) if (row.seq > this.tailFrom[row.cls]) this.tailFrom[row.cls] = row.seq;
       for (const seg of sealed) {
         seg.rows = null;
         seg.data = null;
@@ -767,50 +768,40 @@ export class SqliteOutboxStore extends OutboxStoreBase {
       return;
     }
     this.tailIdle = false;
-    // The table is the committed view; the tail mirrors its newest rows.
-    this.sealedDeletes.forEach((_, seq) => this.tail.remove(seq));
     for (const seg of sealed) {
       const data = seg.data;
-      // (A merged segment's records are in the tail already, as the segments it replaced.)
-      if (data === null || seg.merged || seg.rows === null) continue;
       seg.data = null;
-      // The tail holds records read back from the segment's bytes, as a drain from the table gets
-      // them: one record class on every path. With the publishers' objects in the tail, the send
-      // path was compiled for those, then deoptimized and compiled again when a backlog drained
-      // from the table, on V8's compiler threads, competing with HQ for the cores.
-      const rows = decodeSegment(data, seg.cls, seg.rows);
-      seg.rows = rows;
-      for (let j = 0; j < rows.length; j++) {
-        const row = rows[j]!;
-        if (!isGone(seg.gone, j) && !this.sealedDeletes.has(row.seq)) this.tail.add(row);
-      }
+      if (seg.rows === null) continue;
+      // A new segment's records are read back from its bytes, as a drain from the table gets
+      // them: one record class on every path. With the publishers' objects here, the send path
+      // was compiled for those, then deoptimized and compiled again when a backlog drained from
+      // the table, on V8's compiler threads, competing with HQ for the cores. (A merged segment's
+      // records were read back already, as those of the segments it replaced.)
+      if (data !== null && !seg.merged) seg.rows = decodeSegment(data, seg.cls, seg.rows);
+      this.tail.push(seg);
+      this.tailWeight += seg.bytes;
     }
-    for (const seg of sealed) seg.data = null;
-    // Over budget: the oldest rows leave the tail (they stay in the table).
-    while (this.tail.bytes > this.tailMaxBytes) {
-      const { cls, upTo } = this.tail.dropOldest();
-      if (upTo > this.tailFrom[cls]) this.tailFrom[cls] = upTo;
-      // Segments wholly out of the tail stop holding their records (they leave oldest first).
-      for (const seg of this.segments[cls]) {
-        if (seg.lastSeq > upTo) break;
-        if (seg.stored) seg.rows = null;
-      }
+    // Over budget: the oldest segments drop their records (they stay in the table).
+    let drop = 0;
+    while (this.tailWeight > this.tailMaxBytes && drop < this.tail.length) {
+      const seg = this.tail[drop++]!;
+      this.tailWeight -= seg.bytes;
+      if (seg.stored) seg.rows = null;
     }
+    if (drop > 0) this.tail.splice(0, drop);
   }
 
   /** Empties the tail: every committed row is read from the table until readers come back. */
   private emptyTail(): void {
     this.tailIdle = true;
-    this.tail.clear();
-    for (const cls of OUTBOX_CLASSES) {
-      if (this.committedMax > this.tailFrom[cls]) this.tailFrom[cls] = this.committedMax;
-      for (const seg of this.segments[cls]) if (seg.stored) seg.rows = null;
-    }
+    this.tail = [];
+    this.tailWeight = 0;
+    for (const cls of OUTBOX_CLASSES) for (const seg of this.segments[cls]) if (seg.stored) seg.rows = null;
   }
 
-  /** Bytes of committed rows held in memory (the tail). */
+  /** Bytes of committed records held in memory (the tail; a segment's deleted records included). */
   get tailBytes(): number {
-    return this.tail.bytes;
+    return this.tailWeight;
   }
 
   private handOut(seg: Segment, row: OutboxRow, index: number): OutboxRow {
@@ -830,8 +821,6 @@ export class SqliteOutboxStore extends OutboxStoreBase {
   readCommitted(cls: OutboxClass, afterSeq: number, limit: number): OutboxRow[] {
     if (limit <= 0) return [];
     this.lastReadAt = this.now();
-    // Everything after the cursor is in the tail.
-    if (afterSeq >= this.tailFrom[cls]) return this.tail.after(cls, afterSeq, limit, this.isDeleting);
     const out: OutboxRow[] = [];
     this.visitCommitted(cls, afterSeq, (seg, row, index) => {
       if (!this.deleting(row.seq)) out.push(this.handOut(seg, row, index));
@@ -965,17 +954,12 @@ class ClassRows {
   }
 }
 
-/**
- * Committed rows held in memory, by class: the whole committed view of MemoryOutboxStore, the
- * newest rows (the tail) of SqliteOutboxStore.
- */
+/** Committed rows held in memory, by class: the whole committed view of MemoryOutboxStore. */
 class CommittedRows {
-  private readonly byClass: Record<OutboxClass, ClassRows> = {
+  private readonly byClass: Readonly<Record<OutboxClass, ClassRows>> = {
     alarm: new ClassRows(), event: new ClassRows(), telemetry: new ClassRows(), bulk: new ClassRows(),
   };
   private readonly classOfSeq = new Map<number, OutboxClass>();
-  /** Sum of the rows' sizes. */
-  bytes = 0;
 
   of(cls: OutboxClass): ClassRows {
     return this.byClass[cls];
@@ -986,28 +970,19 @@ class CommittedRows {
     return cls === undefined ? undefined : this.byClass[cls].live.get(seq);
   }
 
-  clear(): void {
-    for (const cls of OUTBOX_CLASSES) this.byClass[cls] = new ClassRows();
-    this.classOfSeq.clear();
-    this.bytes = 0;
-  }
-
   /** Adds a row; its seq is above every seq of its class already held. */
   add(row: OutboxRow): void {
     const c = this.byClass[row.cls];
     c.rows.push(row);
     c.live.set(row.seq, row);
     this.classOfSeq.set(row.seq, row.cls);
-    this.bytes += row.size;
   }
 
   remove(seq: number): void {
     const cls = this.classOfSeq.get(seq);
     if (cls === undefined) return;
-    const row = this.byClass[cls].live.get(seq)!;
     this.classOfSeq.delete(seq);
     this.byClass[cls].remove(seq);
-    this.bytes -= row.size;
   }
 
   /** Live rows of a class with seq > afterSeq, in seq order, at most limit, minus those `skip` names. */
@@ -1019,17 +994,6 @@ class CommittedRows {
       if (c.live.has(row.seq) && !skip(row.seq)) out.push(row);
     }
     return out;
-  }
-
-  /** Drops the oldest quarter of the fullest class; returns it with the highest seq dropped. */
-  dropOldest(): { cls: OutboxClass; upTo: number } {
-    let cls: OutboxClass = 'bulk';
-    for (const c of OUTBOX_CLASSES) if (this.byClass[c].live.size > this.byClass[cls].live.size) cls = c;
-    // Live rows in insertion order, which is seq order.
-    const live = [...this.byClass[cls].live.keys()];
-    const drop = live.slice(0, Math.max(1, Math.ceil(live.length / 4)));
-    for (const seq of drop) this.remove(seq);
-    return { cls, upTo: drop[drop.length - 1] ?? 0 };
   }
 }
 

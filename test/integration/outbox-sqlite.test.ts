@@ -113,6 +113,7 @@ describe('SQLite outbox on disk', () => {
       await state.commit();
     }
     expect(store.tailBytes).to.be.greaterThan(0);
+    expect(store.tailBytes, 'the tail stays within its budget').to.be.at.most(1200);
     // Acknowledged ones go, from the tail (newest) and from the table (oldest).
     const removed = new Set([1, 2, 30, 59, 60]);
     for (const seq of removed) o.remove(seq);
