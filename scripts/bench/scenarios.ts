@@ -223,33 +223,29 @@ const uplinkDisk = (key: string, label: string, pick: (u: UplinkMeasures) => num
   },
 });
 
-/** An uplink figure where lower is better (one decimal). */
-/** A drain rate of the uplink scenario, msgs/s. */
-const uplinkRate = (key: string, label: string, value: (u: UplinkMeasures) => number | null): MetricDef => ({
+/** A figure of the uplink scenario, the median over runs of what `value` reads from their measures. */
+const uplinkFigure = (
+  key: string, label: string, unit: string, better: Better, digits: number, value: (u: UplinkMeasures) => number | null,
+): MetricDef => ({
   key,
   label,
-  unit: 'msgs/s',
-  better: 'higher',
+  unit,
+  better,
   agg: 'median',
-  digits: 0,
+  digits,
   value: (r) => {
     const u = up(r);
     return u ? value(u) : null;
   },
 });
 
-const uplinkLower = (key: string, label: string, unit: string, value: (u: UplinkMeasures) => number | null): MetricDef => ({
-  key,
-  label,
-  unit,
-  better: 'lower',
-  agg: 'median',
-  digits: 1,
-  value: (r) => {
-    const u = up(r);
-    return u ? value(u) : null;
-  },
-});
+/** A drain rate of the uplink scenario, msgs/s. */
+const uplinkRate = (key: string, label: string, value: (u: UplinkMeasures) => number | null): MetricDef =>
+  uplinkFigure(key, label, 'msgs/s', 'higher', 0, value);
+
+/** An uplink figure where lower is better (one decimal). */
+const uplinkLower = (key: string, label: string, unit: string, value: (u: UplinkMeasures) => number | null): MetricDef =>
+  uplinkFigure(key, label, unit, 'lower', 1, value);
 
 const mqttjsThroughput = (key: string, label: string): MetricDef => ({
   key: `${key}_throughput`,

@@ -11,19 +11,6 @@
 // Keyed by the topic's bytes (the drain has no topic string): a hash table with the bytes copied
 // once per alias, so a lookup allocates nothing.
 
-/** What to send for a topic: an alias HQ knows (topic left out), a new one (topic and alias), or none. */
-export type AliasUse = { kind: 'known'; alias: number } | { kind: 'new'; alias: number } | { kind: 'none' };
-
-/**
- * aliasFor's answer packed in a number, so the per-message path allocates nothing: > 0 an alias
- * HQ knows (send an empty topic), < 0 a new alias (send the topic, and -value as the alias), 0 none.
- */
-export function aliasUse(code: number): AliasUse {
-  if (code > 0) return { kind: 'known', alias: code };
-  if (code < 0) return { kind: 'new', alias: -code };
-  return { kind: 'none' };
-}
-
 export class OutgoingTopicAliases {
   private max = 0;
   private used = 0;
@@ -31,11 +18,6 @@ export class OutgoingTopicAliases {
   private slots = new Uint16Array(0);
   private hashes = new Uint32Array(0);
   private keys: Buffer[] = [];
-
-  /** Aliases available on this connection (0: none). */
-  get limit(): number {
-    return this.max;
-  }
 
   /** Aliases given so far on this connection. */
   get size(): number {
@@ -53,7 +35,11 @@ export class OutgoingTopicAliases {
     this.keys = [];
   }
 
-  /** The alias to use for the topic in buf[start, end); see aliasUse for the encoding. */
+  /**
+   * The alias to use for the topic in buf[start, end), packed in a number so that the per-message
+   * path allocates nothing: > 0 an alias HQ knows (send an empty topic), < 0 a new alias (send the
+   * topic, and -value as its alias), 0 none.
+   */
   aliasFor(buf: Buffer, start: number, end: number): number {
     if (this.max === 0 || end <= start) return 0;
     // FNV-1a over the bytes.

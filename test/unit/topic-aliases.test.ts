@@ -1,8 +1,18 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { aliasUse, OutgoingTopicAliases } from '../../src/bridge/topic-aliases.js';
+import { OutgoingTopicAliases } from '../../src/bridge/topic-aliases.js';
 
-function use(a: OutgoingTopicAliases, topic: string): ReturnType<typeof aliasUse> {
+/** What to send for a topic: an alias HQ knows (topic left out), a new one (topic and alias), or none. */
+type AliasUse = { kind: 'known'; alias: number } | { kind: 'new'; alias: number } | { kind: 'none' };
+
+/** aliasFor's packed answer, spelled out. */
+function aliasUse(code: number): AliasUse {
+  if (code > 0) return { kind: 'known', alias: code };
+  if (code < 0) return { kind: 'new', alias: -code };
+  return { kind: 'none' };
+}
+
+function use(a: OutgoingTopicAliases, topic: string): AliasUse {
   const b = Buffer.from(`xx${topic}yy`);
   return aliasUse(a.aliasFor(b, 2, b.length - 2));
 }
